@@ -1,0 +1,52 @@
+"""The ``gr2-sim`` command: one subcommand per stage of the pipeline.
+
+Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``; modules
+are imported only when their command runs, so ``gr2-sim --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("gr2_sim.collect", "run a scripted expert and store demonstrations (HDF5)"),
+    "synth": ("gr2_sim.synth", "render synthetic non-robot physics video (HDF5)"),
+    "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one clear line, without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Build only the parser that is needed: importing every command module costs seconds (torch).
+    if argv and argv[0] in COMMANDS:
+        parser = argparse.ArgumentParser(prog=f"gr2-sim {argv[0]}", description=COMMANDS[argv[0]][1])
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        parser = argparse.ArgumentParser(prog="gr2-sim", description=__doc__.splitlines()[0])
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text)
+        parser.parse_args(argv)
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"gr2-sim {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gr2-sim {argv[0]}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

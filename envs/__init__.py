@@ -10,8 +10,9 @@ Importing this package registers the tasks with Gymnasium as ``GR2Sim/<Task>-v0`
 
 from __future__ import annotations
 
-import envs.scene  # noqa: F401  (sets MUJOCO_GL=egl before mujoco is imported)
 import gymnasium as gym
+
+import envs.scene  # noqa: F401  (sets MUJOCO_GL=egl before mujoco is imported)
 
 # task name -> (entry point, episode step limit at 10 Hz)
 TASKS: dict[str, tuple[str, int]] = {

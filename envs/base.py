@@ -34,12 +34,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import envs.scene as scene
 import gymnasium as gym
 import mujoco
 import numpy as np
-from envs.render import CameraRenderer
 from gymnasium import spaces
+
+import envs.scene as scene
+from envs.render import CameraRenderer
 
 MAX_DPOS = 0.03  # metres per step at |action| = 1
 MAX_DROT = 0.15  # radians per step at |action| = 1

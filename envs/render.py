@@ -8,9 +8,10 @@ in one process and stepped in a forked worker (an OpenGL context created before 
 
 from __future__ import annotations
 
-import envs.scene  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 import mujoco
 import numpy as np
+
+import envs.scene  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 
 
 class CameraRenderer:

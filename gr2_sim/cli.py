@@ -10,16 +10,14 @@ import argparse
 import importlib
 import sys
 
+from gr2_sim.errors import UserError
+
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("gr2_sim.collect", "run a scripted expert and store demonstrations (HDF5)"),
     "synth": ("gr2_sim.synth", "render synthetic non-robot physics video (HDF5)"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one clear line, without a traceback."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ GRIPPER_XML = f"""
 """
 
 GRIPPER_EXTRA = f"""
-<equality><weld body1="mocap" body2="gripper" solref="0.01 1"/></equality>
+<equality><weld body1="mocap" body2="gripper" solref="0.008 1"/></equality>
 <actuator>
   <position name="finger_l" joint="finger_l" kp="300" ctrlrange="0 {MAX_FINGER}" forcerange="-10 10"/>
   <position name="finger_r" joint="finger_r" kp="300" ctrlrange="0 {MAX_FINGER}" forcerange="-10 10"/>

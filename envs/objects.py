@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 CUBE_HALF = 0.02  # metres: cubes are 4 cm on a side
+BOWL_INNER = 0.045  # metres: inner radius of the bowl
 
 
 def cube(name: str, half: float = CUBE_HALF, mass: float = 0.05) -> str:
@@ -11,7 +12,7 @@ def cube(name: str, half: float = CUBE_HALF, mass: float = 0.05) -> str:
 <body name="{name}" pos="0 0 {half}">
   <freejoint name="{name}_joint"/>
   <geom name="{name}" type="box" size="{half} {half} {half}" mass="{mass}" rgba="1 1 1 1"
-        friction="1.5 0.02 0.001" condim="4"/>
+        friction="1.0 0.01 0.001" condim="4"/>
 </body>"""
 
 
@@ -24,7 +25,7 @@ def target_pad(name: str, radius: float = 0.035) -> str:
 </body>"""
 
 
-def bowl(name: str, inner_half: float = 0.045, wall: float = 0.006, height: float = 0.03, sides: int = 8) -> str:
+def bowl(name: str, inner_half: float = BOWL_INNER, wall: float = 0.005, height: float = 0.03, sides: int = 6) -> str:
     """A static open bowl: a base disc and a ring of ``sides`` wall slabs (inner radius ``inner_half``)."""
     import math
 

@@ -28,10 +28,10 @@ COLORS: dict[str, tuple[float, float, float, float]] = {
 
 TABLE_HALF = (0.32, 0.26)  # table top half-extents (m) in x and y
 WORKSPACE_LOW = np.array([-0.25, -0.20, 0.012])  # gripper (fingertip-centre) position bounds (m)
-WORKSPACE_HIGH = np.array([0.25, 0.20, 0.30])
+WORKSPACE_HIGH = np.array([0.25, 0.20, 0.22])
 OBJECT_REGION = (0.18, 0.14)  # objects are placed with |x| <= 0.18, |y| <= 0.14
 
-CAMERA_XML = '<camera name="front" pos="0 -0.40 0.46" xyaxes="1 0 0 0 0.75 0.66" fovy="45"/>'
+CAMERA_XML = '<camera name="front" pos="0 -0.45 0.62" xyaxes="1 0 0 0 0.785 0.62" fovy="50"/>'
 
 PHYSICS_TIMESTEP = 0.004  # seconds per MuJoCo step
 CONTROL_HZ = 10  # policy steps per second

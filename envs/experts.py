@@ -1,0 +1,203 @@
+"""Scripted experts: closed-loop state machines that read the simulator and output 7-D actions.
+
+Every expert has the policy contract of gr2-sim: ``reset()`` and ``select_action(obs) -> (7,) float32``.
+Each step it re-reads the object poses, so it recovers from its own action noise and from slips (a
+dropped cube sends it back to the approach phase). ``noise`` adds Gaussian noise of that standard
+deviation to every action (then clipped to [-1, 1]): the stored demonstration is what was executed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from envs.base import MAX_DPOS, MAX_DROT, wrap_angle
+from envs.objects import CUBE_HALF
+
+OPEN, CLOSED = -1.0, 1.0
+HOVER = 0.09  # metres above an object before descending on it
+
+
+class ScriptedExpert:
+    """Base class: a phase counter, a proportional move-to controller and action noise."""
+
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None):
+        if noise < 0:
+            raise ValueError(f"expert noise must be >= 0, got {noise!r}")
+        self.env = env.unwrapped
+        self.noise = float(noise)
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = 0
+        self.counter = 0
+
+    def select_action(self, obs=None) -> np.ndarray:
+        action = np.asarray(self.plan(), dtype=np.float64)
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, size=action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def plan(self) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    def move(self, target, grip: float, yaw: float | None = None, speed: float = 1.0) -> np.ndarray:
+        """Action that moves the fingertip centre toward ``target`` (m) and the yaw toward ``yaw`` (rad)."""
+        action = np.zeros(7)
+        action[:3] = np.clip((np.asarray(target) - self.env.tcp_pos) / MAX_DPOS, -speed, speed)
+        if yaw is not None:
+            action[5] = np.clip(wrap_angle(yaw - self.env.gripper_yaw) / MAX_DROT, -1.0, 1.0)
+        action[6] = grip
+        return action
+
+    def near(self, target, tol: float, axes=slice(0, 3)) -> bool:
+        return bool(np.linalg.norm((np.asarray(target) - self.env.tcp_pos)[axes]) < tol)
+
+    def grasp_yaw(self, body: str) -> float:
+        """The gripper yaw, among the cube's four symmetric faces, closest to the current yaw."""
+        base = self.env.body_yaw(body)
+        options = [wrap_angle(base + k * np.pi / 2) for k in range(4)]
+        return min(options, key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+
+    def holding(self, body: str) -> bool:
+        pos = self.env.body_pos(body)
+        return bool(np.linalg.norm(pos - self.env.tcp_pos) < 0.03 and self.env.gripper_opening > 0.2)
+
+    def pick_and_place(self, body: str, place_xy, place_z: float) -> np.ndarray:
+        """The shared grasp-carry-release routine (PickPlace, Stack, Rope)."""
+        pos = self.env.body_pos(body)
+        yaw = self.grasp_yaw(body) if self.phase < 3 else None
+        above = np.array([pos[0], pos[1], pos[2] + HOVER])
+        if self.phase == 0:  # open and hover above the object, aligned with it
+            if self.near(above, 0.012, slice(0, 2)) and abs(wrap_angle(yaw - self.env.gripper_yaw)) < 0.06:
+                self.phase = 1
+            return self.move(above, OPEN, yaw)
+        if self.phase == 1:  # descend around it
+            grasp = np.array([pos[0], pos[1], max(pos[2], 0.015)])
+            if not self.near(above, 0.03, slice(0, 2)):
+                self.phase = 0
+            if self.near(grasp, 0.008):
+                self.phase, self.counter = 2, 0
+            return self.move(grasp, OPEN, yaw, speed=0.7)
+        if self.phase == 2:  # close the jaw
+            self.counter += 1
+            if self.counter >= 3:
+                self.phase = 3
+            return self.move(self.env.tcp_pos, CLOSED, yaw)
+        if not self.holding(body):  # dropped it: start over
+            self.phase = 0
+            return self.move(self.env.tcp_pos + [0, 0, 0.03], OPEN)
+        carry_z = max(place_z + 0.04, 0.10)
+        if self.phase == 3:  # lift
+            if self.env.tcp_pos[2] > carry_z - 0.02:
+                self.phase = 4
+            return self.move([*self.env.tcp_pos[:2], carry_z], CLOSED)
+        if self.phase == 4:  # carry
+            target = np.array([*place_xy, carry_z])
+            if self.near(target, 0.01, slice(0, 2)):
+                self.phase = 5
+            return self.move(target, CLOSED)
+        # phase 5: lower and release
+        target = np.array([*place_xy, place_z])
+        if self.near(target, 0.008):
+            return self.move(target, OPEN)
+        return self.move(target, CLOSED, speed=0.6)
+
+
+class ReachExpert(ScriptedExpert):
+    def plan(self) -> np.ndarray:
+        return self.move(self.env.goal_point() + [0.0, 0.0, 0.005], OPEN, speed=0.5)
+
+
+class PushExpert(ScriptedExpert):
+    """Lift, line up behind the cube opposite the target, lower, push; re-line-up if it drifts."""
+
+    def plan(self) -> np.ndarray:
+        cube, target = self.env.body_pos("cube")[:2], self.env.body_pos("target")[:2]
+        to_target = target - cube
+        dist = np.linalg.norm(to_target)
+        d = to_target / max(dist, 1e-6)
+        behind = cube - d * (CUBE_HALF + 0.025)
+        low = 0.015
+        if self.phase == 0:  # straight up if low, then above the pre-push point
+            if self.env.tcp_pos[2] < 0.05:
+                return self.move([*self.env.tcp_pos[:2], HOVER], CLOSED)
+            goal = np.array([*behind, HOVER])
+            if self.near(goal, 0.012, slice(0, 2)):
+                self.phase = 1
+            return self.move(goal, CLOSED, yaw=float(np.arctan2(d[1], d[0]) + np.pi / 2))
+        if self.phase == 1:  # lower behind the cube
+            goal = np.array([*behind, low])
+            if self.near(goal, 0.01):
+                self.phase = 2
+            if not self.near(goal, 0.03, slice(0, 2)):
+                self.phase = 0
+            return self.move(goal, CLOSED)
+        # phase 2: push along the line; re-line-up when the tcp leaves it
+        tcp = self.env.tcp_pos[:2]
+        offset = tcp - cube
+        along = float(offset @ d)
+        lateral = float(np.linalg.norm(offset - along * d))
+        if lateral > 0.015 or along > -CUBE_HALF or along < -(CUBE_HALF + 0.05):
+            self.phase = 0
+            return self.move([*tcp, HOVER], CLOSED)
+        # aim a little into the cube along the cube->target line: re-centres on the line every step
+        aim = cube - d * (CUBE_HALF + 0.014) + d * min(0.02, dist)
+        return self.move([*aim, low], CLOSED, speed=0.5)
+
+
+class PickPlaceExpert(ScriptedExpert):
+    def plan(self) -> np.ndarray:
+        bowl = self.env.body_pos("bowl")
+        return self.pick_and_place("cube", bowl[:2], place_z=0.075)
+
+
+class StackExpert(ScriptedExpert):
+    def plan(self) -> np.ndarray:
+        if self.env.is_success():
+            return self.move(self.env.tcp_pos, OPEN)
+        bottom = self.env.body_pos(self.env.bottom)
+        return self.pick_and_place(self.env.top, bottom[:2], place_z=bottom[2] + 2 * CUBE_HALF + 0.006)
+
+
+class RopeExpert(ScriptedExpert):
+    """Grasp the rope at its middle, carry it lifted to the named edge, lay it down."""
+
+    def plan(self) -> np.ndarray:
+        goal = self.env.goal_xy()
+        mid = self.env.grasp_segment()
+        return self.pick_and_place(mid, goal, place_z=0.03)
+
+
+class MultiTaskExpert:
+    """Delegates to the expert of the task the MultiTask env sampled for this episode."""
+
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None):
+        self.env = env.unwrapped
+        self.experts = {name: make_expert(sub, noise, seed) for name, sub in self.env.tasks.items()}
+
+    def reset(self) -> None:
+        for expert in self.experts.values():
+            expert.reset()
+
+    def select_action(self, obs=None) -> np.ndarray:
+        return self.experts[self.env.current_task].select_action(obs)
+
+
+EXPERTS = {
+    "Reach": ReachExpert,
+    "Push": PushExpert,
+    "PickPlace": PickPlaceExpert,
+    "Stack": StackExpert,
+    "Rope": RopeExpert,
+    "MultiTask": MultiTaskExpert,
+}
+
+
+def make_expert(env, noise: float = 0.0, seed: int | None = None):
+    """The scripted expert for a gr2-sim env (wrapped or not)."""
+    task = getattr(env.unwrapped, "task_name", None)
+    if task not in EXPERTS:
+        raise ValueError(f"no scripted expert for env {env.unwrapped!r} (task {task!r}); "
+                         f"experts exist for: {', '.join(EXPERTS)}")
+    return EXPERTS[task](env, noise=noise, seed=seed)

@@ -1,0 +1,41 @@
+"""PickPlace: pick up a cube and put it in a bowl."""
+
+from __future__ import annotations
+
+import numpy as np
+from envs.base import TabletopEnv
+from envs.objects import BOWL_INNER, CUBE_HALF, bowl, cube
+
+COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
+TEMPLATES = ("put the {c} cube in the {b} bowl", "place the {c} cube into the {b} bowl")
+
+
+class PickPlaceEnv(TabletopEnv):
+    """Put the named cube in the named bowl: success when the cube is inside the bowl's rim, low in it.
+
+    Two cubes of distinct colors (one named, one distractor) and an open bowl of a third color.
+    Instruction e.g. "put the red cube in the yellow bowl". See :mod:`envs.base` for the contract.
+    """
+
+    task_name = "PickPlace"
+
+    def task_xml(self) -> str:
+        return bowl("bowl") + cube("cube") + cube("distractor")
+
+    def reset_task(self) -> None:
+        c_cube, c_bowl, c_dist = (COLORS[i] for i in self.np_random.choice(len(COLORS), 3, replace=False))
+        bowl_xy, cube_xy, dist_xy = self.sample_positions(3, 0.13, region=(0.16, 0.12))
+        self.model.body_pos[self.model.body("bowl").id] = [*bowl_xy, 0.0]
+        self.set_free_body("cube_joint", [*cube_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
+        self.set_free_body("distractor_joint", [*dist_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
+        self.set_geom_color("cube", c_cube)
+        self.set_geom_color("distractor", c_dist)
+        for g in range(self.model.ngeom):
+            if (self.model.geom(g).name or "").startswith("bowl"):
+                self.set_geom_color(self.model.geom(g).name, c_bowl)
+        self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(c=c_cube, b=c_bowl)
+
+    def is_success(self) -> bool:
+        cube_pos, bowl_pos = self.body_pos("cube"), self.body_pos("bowl")
+        inside = np.linalg.norm(cube_pos[:2] - bowl_pos[:2]) < BOWL_INNER
+        return bool(inside and cube_pos[2] < 0.03 + CUBE_HALF)

@@ -14,7 +14,7 @@ Action Space
     target is kept inside the workspace box ``envs.scene.WORKSPACE_LOW/HIGH``.
 
 Observation Space
-    ``Dict(image=Box(0, 255, (S, S, 3), uint8), state=Box(-inf, inf, (8,), float32))``: the front camera at
+    ``Dict(image=Box(0, 255, (S, S, 3), uint8), state=Box(-1, 1, (8,), float32))``: the front camera at
     ``image_size`` and the gripper state ``(x, y, z, qw, qx, qy, qz, opening)``: fingertip-centre position
     (m), orientation quaternion (identity = pointing down), and finger opening in [0, 1].
 
@@ -123,7 +123,8 @@ class TabletopEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8),
-            "state": spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32),
+            "state": spaces.Box(np.array([-1.0] * 7 + [0.0], dtype=np.float32), np.ones(8, dtype=np.float32),
+                                dtype=np.float32),
         })
         self.instruction = ""
         self._target_pos = HOME.copy()

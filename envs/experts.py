@@ -163,6 +163,12 @@ class StackExpert(ScriptedExpert):
 class RopeExpert(ScriptedExpert):
     """Grasp the rope at its middle, carry it lifted to the named edge, lay it down."""
 
+    def grasp_yaw(self, body: str) -> float:
+        """Close the jaw across the capsule, not along it."""
+        base = self.env.body_yaw(body) + np.pi / 2
+        return min((wrap_angle(base), wrap_angle(base + np.pi)),
+                   key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+
     def plan(self) -> np.ndarray:
         goal = self.env.goal_xy()
         mid = self.env.grasp_segment()

@@ -1,0 +1,113 @@
+"""The Gymnasium contract of every registered env: check_env, determinism, spaces, bad input, faults."""
+
+from __future__ import annotations
+
+import envs
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+TASK_IDS = [i for i in envs.ENV_IDS]
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_check_env(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_same_seed_same_episode_bit_for_bit(env_id):
+    def rollout(seed):
+        env = gym.make(env_id)
+        obs, info = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        frames, states, instr = [obs["image"]], [obs["state"]], info["instruction"]
+        for _ in range(5):
+            obs, *_ = env.step(rng.uniform(-1, 1, 7))
+            frames.append(obs["image"])
+            states.append(obs["state"])
+        env.close()
+        return np.stack(frames), np.stack(states), instr
+
+    a, b, c = rollout(3), rollout(3), rollout(4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0][0], c[0][0])
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_observation_info_and_instruction(env_id):
+    env = gym.make(env_id)
+    obs, info = env.reset(seed=0)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].shape == (8,) and obs["state"].dtype == np.float32
+    assert isinstance(info["instruction"], str) and len(info["instruction"]) > 5
+    assert info["instruction"] == env.unwrapped.instruction
+    assert isinstance(info["is_success"], bool)
+    _, reward, terminated, truncated, info = env.step(np.zeros(7))
+    assert isinstance(info["is_success"], bool) and info["instruction"] == env.unwrapped.instruction
+    assert obs["image"].std() > 5  # a real picture, not a blank frame
+
+
+def test_image_size_and_render_size():
+    env = gym.make("GR2Sim/Reach-v0", image_size=32, render_mode="rgb_array", render_size=96)
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (32, 32, 3)
+    frame = env.render()
+    assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
+
+
+def test_render_mode_human_refused():
+    from envs.reach import ReachEnv
+
+    assert "human" not in ReachEnv.metadata["render_modes"]  # check_env aborts on it on a headless box
+    with pytest.raises(ValueError, match="render_mode"):
+        ReachEnv(render_mode="human")
+
+
+def test_nan_and_inf_actions_raise():
+    env = gym.make("GR2Sim/Reach-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([np.nan, 0, 0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        env.step(np.array([0, np.inf, 0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="7 values"):
+        env.step(np.zeros(3))
+
+
+def test_out_of_range_actions_are_clipped():
+    def state_after(action):
+        env = gym.make("GR2Sim/Reach-v0")
+        env.reset(seed=1)
+        obs, *_ = env.step(action)
+        return obs["state"]
+
+    big = np.array([5.0, -7.0, 3.0, 0, 0, 9.0, 4.0])
+    np.testing.assert_array_equal(state_after(big), state_after(np.clip(big, -1, 1)))
+
+
+def test_unstable_simulation_truncates_with_warning():
+    env = gym.make("GR2Sim/Push-v0")
+    obs, _ = env.reset(seed=0)
+    env.unwrapped.data.qvel[:] = np.nan
+    with pytest.warns(RuntimeWarning, match="unstable"):
+        obs2, reward, terminated, truncated, info = env.step(np.zeros(7))
+    assert truncated and not terminated and info["unstable"]
+    assert np.all(np.isfinite(obs2["state"]))
+
+
+def test_multitask_samples_every_task():
+    env = gym.make("GR2Sim/MultiTask-v0")
+    seen = set()
+    for seed in range(30):
+        env.reset(seed=seed)
+        seen.add(env.unwrapped.current_task)
+    assert seen == set(env.unwrapped.tasks)
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_time_limit_set_at_registration(env_id):
+    assert gym.spec(env_id).max_episode_steps is not None

@@ -200,8 +200,7 @@ class TabletopEnv(gym.Env):
         self._apply_gripper_target(teleport=True)
         self.reset_task()
         mujoco.mj_forward(self.model, self.data)
-        for _ in range(SUBSTEPS):  # let objects settle on the table before the first frame
-            mujoco.mj_step(self.model, self.data)
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)  # let objects settle before the first frame
         self._last_obs = self._get_obs()
         return self._last_obs, self._info()
 
@@ -220,14 +219,15 @@ class TabletopEnv(gym.Env):
         self._apply_gripper_target()
 
         saved = (self.data.qpos.copy(), self.data.qvel.copy(), self.data.time)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(SUBSTEPS):
-                mujoco.mj_step(self.model, self.data)
-        if not (np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qvel))):
+        before = self._instability_count()
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        # MuJoCo resets the state itself when it meets NaN/huge values and counts a warning: detect both.
+        if self._instability_count() > before or not np.all(np.isfinite(self.data.qpos)):
             warnings.warn(f"{self.task_name}: MuJoCo became unstable (NaN state); truncating the episode",
                           RuntimeWarning, stacklevel=2)
             self.data.qpos[:], self.data.qvel[:], self.data.time = saved
+            self.data.qvel[~np.isfinite(self.data.qvel)] = 0.0
+            self.data.qpos[~np.isfinite(self.data.qpos)] = 0.0
             mujoco.mj_forward(self.model, self.data)
             info = self._info()
             info["unstable"] = True
@@ -266,6 +266,11 @@ class TabletopEnv(gym.Env):
             self.data.qpos[q + 3:q + 7] = quat
             self.data.qvel[self._gripper_dofadr:self._gripper_dofadr + 6] = 0.0
             self.data.qpos[self._finger_qadr] = finger
+
+    def _instability_count(self) -> int:
+        w = self.data.warning
+        return sum(int(w[k].number) for k in (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS,
+                                              mujoco.mjtWarning.mjWARN_BADQVEL))
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         q = self._gripper_qadr

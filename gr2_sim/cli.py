@@ -16,6 +16,9 @@ from gr2_sim.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("gr2_sim.collect", "run a scripted expert and store demonstrations (HDF5)"),
     "synth": ("gr2_sim.synth", "render synthetic non-robot physics video (HDF5)"),
+    "describe": ("gr2_sim.data", "summarise dataset files: kind, env, episodes, frames, splits"),
+    "train": ("gr2_sim.train", "train one phase: video | robot-video | action"),
+    "quickstart": ("gr2_sim.quickstart", "the whole pipeline on small defaults: data, three phases, report"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
 }
 

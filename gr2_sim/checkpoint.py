@@ -1,0 +1,121 @@
+"""Run folders: what a training run writes, and how it is read back (never executing code from a file).
+
+    RUN/config.json          model config, train config, stage, data file, demos used
+    RUN/model.safetensors    weights: "ema.<name>" (what policies load by default) and "model.<name>" (raw)
+    RUN/normalizer.json      action/state mean and std fitted on the training demos
+    RUN/trainer_state.pt     everything a resume needs in ONE atomic file: step, raw and EMA weights,
+                             optimizer, RNG states; tensors and plain containers only, so it loads with
+                             ``torch.load(weights_only=True)``
+    RUN/metrics.jsonl        one JSON object per logged step / validation
+
+Every file is written to a temporary name and renamed into place, so a killed run leaves the previous
+checkpoint intact. ``trainer_state.pt`` holds all the state needed to resume, which is why a crash between
+two of these writes can never pair weights of one step with an optimizer of another.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from gr2_sim.config import ModelConfig
+from gr2_sim.dataset import Normalizer
+from gr2_sim.errors import UserError
+from gr2_sim.io import atomic_write_bytes, atomic_write_text
+
+CONFIG, WEIGHTS, NORMALIZER, TRAINER_STATE, METRICS = (
+    "config.json", "model.safetensors", "normalizer.json", "trainer_state.pt", "metrics.jsonl")
+
+
+def save_weights(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    atomic_write_bytes(run / WEIGHTS, save(tensors, metadata={"step": str(step)}))
+
+
+def save_trainer_state(run: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(run / TRAINER_STATE, buf.getvalue())
+
+
+def save_run_files(run: Path, config: dict[str, Any], normalizer: Normalizer | None) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / CONFIG, json.dumps(config, indent=2))
+    if normalizer is not None:
+        atomic_write_text(run / NORMALIZER, normalizer.to_json())
+
+
+def check_run(run: str | Path, need_trainer_state: bool = False) -> Path:
+    """The run folder as a Path, or a UserError saying what is missing."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"run folder {run} does not exist; train one with `gr2-sim train ... --out {run}`")
+    needed = [CONFIG, WEIGHTS] + ([TRAINER_STATE] if need_trainer_state else [])
+    missing = [n for n in needed if not (run / n).exists()]
+    if missing:
+        raise UserError(f"run folder {run} is incomplete: missing {', '.join(missing)} "
+                        f"(was training killed before its first checkpoint? rerun it, or pass another run)")
+    return run
+
+
+def load_config(run: str | Path) -> dict[str, Any]:
+    run = check_run(run)
+    try:
+        return json.loads((run / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{run / CONFIG} is not valid JSON ({err}); the run folder is damaged") from None
+
+
+def load_model_config(run: str | Path) -> ModelConfig:
+    return ModelConfig.from_dict(load_config(run)["model"])
+
+
+def load_weights(run: str | Path, which: str = "ema") -> dict[str, torch.Tensor]:
+    """The ``ema`` or ``model`` (raw) state dict of a run."""
+    run = check_run(run)
+    try:
+        tensors = load_file(str(run / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{run / WEIGHTS} is not a readable safetensors file ({err}); the checkpoint is "
+                        f"corrupt: retrain, or resume from {run / TRAINER_STATE} if it exists") from None
+    prefix = f"{which}."
+    out = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not out:
+        raise UserError(f"{run / WEIGHTS} holds no '{which}' weights")
+    return out
+
+
+def load_normalizer(run: str | Path) -> Normalizer | None:
+    path = Path(run) / NORMALIZER
+    return Normalizer.from_json(path.read_text()) if path.exists() else None
+
+
+def load_trainer_state(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / TRAINER_STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise UserError(f"{path} could not be loaded ({type(err).__name__}: {err}); "
+                        f"the checkpoint is corrupt: start the run again without --resume") from None
+
+
+def truncate_metrics(run: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (they belong to work lost when the run was killed)."""
+    path = run / METRICS
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break  # a torn last line
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))

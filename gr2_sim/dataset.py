@@ -1,0 +1,142 @@
+"""Training windows over loaded episodes, and the normaliser fitted on the training demos.
+
+A window starts at frame ``o_t`` of an episode: the conditioning frame ``o_t``, the T future frames
+``o_{t+s}, o_{t+2s}, .., o_{t+Ts}`` (stride ``s``), and the action chunk ``a_t .. a_{t+T-1}`` (the action
+that leads into each future frame when ``s = 1``). Past an episode's end the last frame and the last action
+are repeated (the arm has stopped; the task is done). All windows are gathered from in-memory arrays with
+vectorised indexing: no worker processes, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gr2_sim.data import EpisodeArrays
+from gr2_sim.text import tokenize
+
+
+@dataclass
+class Normalizer:
+    """Per-dimension mean/std of actions and states, fitted on the training demos; saved in the run folder."""
+
+    action_mean: np.ndarray  # (A,)
+    action_std: np.ndarray  # (A,)
+    state_mean: np.ndarray  # (S,)
+    state_std: np.ndarray  # (S,)
+
+    @classmethod
+    def fit(cls, episodes: EpisodeArrays, min_std: float = 1e-2) -> Normalizer:
+        actions = episodes.actions if episodes.actions is not None else np.zeros((1, 0), np.float32)
+        states = episodes.states
+        return cls(actions.mean(0), np.maximum(actions.std(0), min_std),
+                   states.mean(0) if len(states) else np.zeros(states.shape[1], np.float32),
+                   np.maximum(states.std(0), min_std) if len(states) else np.ones(states.shape[1], np.float32))
+
+    def normalize_actions(self, a):
+        return (a - _like(self.action_mean, a)) / _like(self.action_std, a)
+
+    def unnormalize_actions(self, a):
+        return a * _like(self.action_std, a) + _like(self.action_mean, a)
+
+    def normalize_states(self, s):
+        return (s - _like(self.state_mean, s)) / _like(self.state_std, s)
+
+    def to_json(self) -> str:
+        return json.dumps({k: np.asarray(v, np.float64).tolist() for k, v in self.__dict__.items()}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Normalizer:
+        d = json.loads(text)
+        return cls(**{k: np.asarray(d[k], np.float32) for k in ("action_mean", "action_std", "state_mean", "state_std")})
+
+
+def _like(v: np.ndarray, x):
+    return torch.as_tensor(v, dtype=x.dtype, device=x.device) if isinstance(x, torch.Tensor) else v.astype(x.dtype)
+
+
+def frames_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(..., H, W, 3)`` -> float ``(..., 3, H, W)`` in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.movedim(-1, -3).float().div_(127.5).sub_(1.0)
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """float ``(..., 3, H, W)`` in [-1, 1] -> uint8 ``(..., H, W, 3)``."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1).cpu().numpy()
+
+
+class WindowSampler:
+    """Random batches of training windows from :class:`EpisodeArrays`.
+
+    ``sample(batch_size, generator)`` returns a dict of tensors::
+
+        cond     (B, 3, H, W)     float in [-1, 1]   the conditioning frame o_t
+        future   (B, T, 3, H, W)  float in [-1, 1]   o_{t+s} .. o_{t+Ts}
+        actions  (B, T, A)        normalised         a_t .. a_{t+T-1}    (absent for video-only data)
+        state    (B, S)           normalised         proprioception at o_t (absent unless use_state)
+        text     (B, L)           long               instruction tokens (all padding = null)
+    """
+
+    def __init__(self, episodes: EpisodeArrays, n_future: int, normalizer: Normalizer | None,
+                 max_text_len: int, vocab_size: int, stride: int = 1, use_actions: bool = True,
+                 use_text: bool = True, use_state: bool = True):
+        if episodes.images is None:
+            raise ValueError("WindowSampler needs episodes loaded with images")
+        self.ep = episodes
+        self.n_future, self.stride = n_future, stride
+        self.normalizer = normalizer
+        self.use_actions = use_actions and episodes.actions is not None
+        self.use_state = use_state and episodes.states.shape[1] > 0
+        lengths = episodes.episode_ends - episodes.episode_starts
+        # every frame but the terminal one starts a window
+        self.episode_of = np.repeat(np.arange(len(lengths)), np.maximum(lengths - 1, 0))
+        self.start_frames = np.concatenate([np.arange(s, e - 1) for s, e in
+                                            zip(episodes.episode_starts, episodes.episode_ends, strict=True)]
+                                           ) if len(lengths) else np.zeros(0, np.int64)
+        if len(self.start_frames) == 0:
+            raise ValueError("no training windows: every episode has fewer than 2 frames")
+        texts = episodes.instructions if use_text else [""] * len(lengths)
+        self.text_tokens = tokenize(texts, max_text_len, vocab_size)  # (E, L)
+
+    def __len__(self) -> int:
+        return len(self.start_frames)
+
+    def indices(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Frame/action indices of the windows numbered ``rows``."""
+        ep = self.ep
+        e = self.episode_of[rows]
+        f0 = self.start_frames[rows]
+        k = np.arange(1, self.n_future + 1)
+        future = np.minimum(f0[:, None] + k * self.stride, ep.episode_ends[e][:, None] - 1)
+        out = {"episode": e, "cond": f0, "future": future}
+        if self.use_actions:
+            a0 = ep.action_starts[e] + (f0 - ep.episode_starts[e])
+            out["actions"] = np.minimum(a0[:, None] + np.arange(self.n_future), ep.action_ends[e][:, None] - 1)
+        return out
+
+    def batch(self, rows: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        idx = self.indices(rows)
+        ep = self.ep
+        out = {"cond": frames_to_tensor(ep.images[idx["cond"]], device),
+               "future": frames_to_tensor(ep.images[idx["future"]], device),
+               "text": self.text_tokens[idx["episode"]].to(device)}
+        if self.use_state:
+            state = torch.from_numpy(ep.states[idx["cond"]]).to(device)
+            out["state"] = self.normalizer.normalize_states(state) if self.normalizer is not None else state
+        if self.use_actions:
+            actions = torch.from_numpy(ep.actions[idx["actions"]]).to(device)
+            out["actions"] = self.normalizer.normalize_actions(actions) if self.normalizer is not None else actions
+        return out
+
+    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+        rows = torch.randint(len(self), (batch_size,), generator=generator).numpy()
+        return self.batch(rows, device)
+
+    def fixed_rows(self, n: int, seed: int = 0) -> np.ndarray:
+        """A deterministic set of ``n`` windows (for validation)."""
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(len(self), size=min(n, len(self)), replace=False))

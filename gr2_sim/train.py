@@ -1,0 +1,389 @@
+"""One training loop for all three GR-2 phases; the stage chooses the data and the loss terms.
+
+    video        phase 1: non-robot synthetic video, no instruction, no actions    L = L_video
+    robot-video  phase 2: robot video, with instructions, no action labels         L = L_video
+    action       phase 3: demonstrations                                           L = L_video + lambda L_action
+
+The same code runs on one CPU, one GPU, or under ``torchrun`` on several processes/machines
+(DistributedDataParallel: gloo on CPU, NCCL on GPU; rank 0 logs and writes checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from gr2_sim import checkpoint as ckpt
+from gr2_sim.config import ModelConfig, make_config
+from gr2_sim.data import load_episodes
+from gr2_sim.dataset import Normalizer, WindowSampler
+from gr2_sim.diffusion import Diffusion
+from gr2_sim.errors import UserError
+from gr2_sim.model import VideoActionDiT
+
+STAGES = ("video", "robot-video", "action")
+# Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
+HEAD_PREFIXES = ("action_head.", "state_embedder.")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Saved in RUN/config.json."""
+
+    stage: str  # one of STAGES
+    data: str  # HDF5 file (gr2-sim collect / synth)
+    out: str  # run folder
+    preset: str | None = None  # model preset; default 'small', or the --init run's sizes
+    init: str | None = None  # run folder whose EMA weights start this run (phase 2 <- 1, 3 <- 2)
+    demos: int | None = None  # use only the first N training episodes (the 50/200/1000 settings)
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 32  # samples per step (per process under torchrun)
+    lr: float = 3e-4  # peak AdamW learning rate
+    weight_decay: float = 0.01
+    warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
+    ema_decay: float = 0.999
+    text_dropout: float = 0.1  # probability of training with the null instruction
+    use_state: bool = True  # condition on proprioception when the data has it
+    frame_stride: int = 1  # frames between consecutive predicted future frames
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 25
+    eval_every: int = 250  # validation (held-out episodes) every N steps
+    ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
+    val_windows: int = 256
+    resume: bool = False
+    progress: bool = True
+    overrides: dict | None = None  # ModelConfig field overrides, e.g. {"n_layers": 2}
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.demos is not None and self.demos < 1:
+            raise UserError(f"--demos must be >= 1, got {self.demos}")
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ set-up helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return torch.device(name)
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) — initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{local}")
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def load_data(cfg: TrainConfig):
+    """(train episodes, valid episodes or None), checked against the stage."""
+    train = load_episodes(cfg.data, max_demos=cfg.demos, split="train")
+    if cfg.stage == "action" and train.actions is None:
+        raise UserError(f"{cfg.data} holds {train.kind} data without actions, but --stage action needs "
+                        f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
+    try:
+        valid = load_episodes(cfg.data, split="valid")
+        valid = valid if valid.num_episodes else None
+    except UserError:
+        valid = None
+    return train, valid
+
+
+def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
+    action_dim = train.actions.shape[1] if train.actions is not None else None
+    state_dim = train.states.shape[1] if cfg.use_state and train.states.shape[1] else 0
+    fields = dict(cfg.overrides or {}, img_size=train.image_size)
+    if cfg.init:
+        base = ckpt.load_model_config(cfg.init).to_dict()
+        if cfg.preset:
+            preset = make_config(cfg.preset, **fields).to_dict()
+            keys = ("patch_size", "d_model", "n_heads", "n_layers", "n_future", "img_size", "lang_dim")
+            diff = {k: (base[k], preset[k]) for k in keys if base[k] != preset[k]}
+            if diff:
+                raise UserError(f"--init {cfg.init} has sizes that do not match --preset {cfg.preset}: "
+                                + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
+                                + "; drop --preset to keep the init run's sizes")
+        base.update(fields)
+    else:
+        base = make_config(cfg.preset or "small", **fields).to_dict()
+    if base["img_size"] != train.image_size:
+        raise UserError(f"{cfg.data} has {train.image_size}px frames but the model expects {base['img_size']}px")
+    if action_dim is not None:
+        base["action_dim"] = action_dim
+    base["state_dim"] = state_dim if (cfg.stage != "video") else base.get("state_dim", 0)
+    return ModelConfig.from_dict(base)
+
+
+def load_init(model: VideoActionDiT, run: str) -> list[str]:
+    """Copy an earlier phase's EMA weights; heads whose sizes changed start fresh. Returns those keys."""
+    weights = ckpt.load_weights(run, "ema")
+    own = model.state_dict()
+    fresh = []
+    for key, value in own.items():
+        if key in weights and weights[key].shape == value.shape:
+            own[key] = weights[key]
+        elif key.startswith(HEAD_PREFIXES):
+            fresh.append(key)
+        else:
+            got = tuple(weights[key].shape) if key in weights else "missing"
+            raise UserError(f"--init {run}: weight {key} has shape {got}, the model needs {tuple(value.shape)}; "
+                            f"the init run was trained with other model sizes")
+    model.load_state_dict(own)
+    return fresh
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+
+
+# ------------------------------------------------------------------------------------------ the loss
+def diffusion_loss(model, diffusion: Diffusion, batch: dict, cfg: TrainConfig, generator: torch.Generator,
+                   use_actions: bool, text_dropout: float):
+    future = batch["future"]
+    B, K = future.shape[0], diffusion.num_steps
+    t = torch.randint(K, (B,), generator=generator).to(future.device)
+    noise = torch.randn(future.shape, generator=generator).to(future.device)
+    noisy = diffusion.q_sample(future, t, noise)
+    target = diffusion.target(future, noise, t)
+    return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
+                 target_actions=batch["actions"] if use_actions else None, action_weight=cfg.action_weight,
+                 text_dropout=text_dropout)
+
+
+@torch.no_grad()
+def validate(model, diffusion: Diffusion, sampler: WindowSampler, rows: np.ndarray, device, normalizer,
+             use_actions: bool, batch_size: int = 64) -> dict[str, float]:
+    """Held-out video denoising MSE (fixed noise levels) and action MSE of the one-pass head readout."""
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    video, action, n = 0.0, 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        batch = sampler.batch(rows[i:i + batch_size], device)
+        future = batch["future"]
+        B = future.shape[0]
+        t = torch.randint(diffusion.num_steps, (B,), generator=gen).to(device)
+        noise = torch.randn(future.shape, generator=gen).to(device)
+        out = model(batch["cond"], diffusion.q_sample(future, t, noise), t, batch["text"], batch.get("state"),
+                    target_noise=diffusion.target(future, noise, t))
+        video += float(out.video_loss) * B
+        if use_actions:
+            pure = torch.randn(future.shape, generator=gen).to(device)
+            last = torch.full((B,), diffusion.num_steps - 1, dtype=torch.long, device=device)
+            pred = model(batch["cond"], pure, last, batch["text"], batch.get("state")).actions
+            err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
+            action += float(err.pow(2).mean()) * B
+        n += B
+    model.train()
+    out = {"val_video_mse": video / n}
+    if use_actions:
+        out["val_action_mse"] = action / n
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) one training stage; returns the run folder."""
+    device = resolve_device(cfg.device)
+    rank, world, device = setup_distributed(device)
+    run = Path(cfg.out)
+    if cfg.resume:
+        ckpt.check_run(run, need_trainer_state=True)
+    elif (run / ckpt.TRAINER_STATE).exists():
+        raise UserError(f"run folder {run} already holds a training run; pass --resume to continue it, "
+                        f"or choose another --out")
+
+    train_eps, valid_eps = load_data(cfg)
+    model_cfg = ckpt.load_model_config(run) if cfg.resume else build_model_config(cfg, train_eps)
+    use_actions = cfg.stage == "action"
+    normalizer = Normalizer.fit(train_eps) if use_actions or model_cfg.state_dim else None
+    if cfg.resume and ckpt.load_normalizer(run) is not None:
+        normalizer = ckpt.load_normalizer(run)
+    text_dropout = cfg.text_dropout if cfg.stage != "video" else 0.0
+    sampler_args = dict(n_future=model_cfg.n_future, normalizer=normalizer, max_text_len=model_cfg.max_text_len,
+                        vocab_size=model_cfg.vocab_size, stride=cfg.frame_stride, use_actions=use_actions,
+                        use_text=cfg.stage != "video", use_state=model_cfg.state_dim > 0)
+    sampler = WindowSampler(train_eps, **sampler_args)
+    val_sampler = WindowSampler(valid_eps, **sampler_args) if valid_eps is not None else None
+
+    torch.manual_seed(cfg.seed)
+    model = VideoActionDiT(model_cfg).to(device)
+    fresh = load_init(model, cfg.init) if cfg.init and not cfg.resume else []
+    ema = copy.deepcopy(model).requires_grad_(False)
+    diffusion = Diffusion(model_cfg)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "pos" in name or "embed.weight" in name else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + rank)
+    step = 0
+    if cfg.resume:
+        state = ckpt.load_trainer_state(run)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        data_gen.set_state(state["data_gen"][rank % len(state["data_gen"])])
+        noise_gen.set_state(state["noise_gen"][rank % len(state["noise_gen"])])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    run_config = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
+                  "data": str(cfg.data), "env_id": train_eps.env_id, "num_train_episodes": train_eps.num_episodes,
+                  "num_train_windows": len(sampler), "world_size": world, "fresh_init_weights": fresh}
+    if rank == 0:
+        ckpt.save_run_files(run, run_config, normalizer)
+        if cfg.resume:
+            ckpt.truncate_metrics(run, step)
+    val_rows = val_sampler.fixed_rows(cfg.val_windows) if val_sampler is not None else None
+
+    def gather_rng(gen: torch.Generator) -> list[torch.Tensor]:
+        if world == 1:
+            return [gen.get_state()]
+        states = [torch.empty_like(gen.get_state()) for _ in range(world)]
+        dist.all_gather_object(states, gen.get_state())
+        return states
+
+    def save_checkpoint() -> None:
+        data_states, noise_states = gather_rng(data_gen), gather_rng(noise_gen)
+        if world > 1:  # the replicas must hold identical weights: record each rank's checksum
+            checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
+            sums = [torch.zeros(1, dtype=checksum.dtype) for _ in range(world)]
+            dist.all_gather(sums, checksum)
+            log({"step": step, "rank_param_checksums": [float(x) for x in sums]})
+        if rank != 0:
+            return
+        ckpt.save_trainer_state(run, {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "data_gen": data_states,
+                                      "noise_gen": noise_states, "torch_rng": torch.get_rng_state()})
+        ckpt.save_weights(run, model, ema, step)
+
+    def log(record: dict) -> None:
+        if rank == 0:
+            with open(run / ckpt.METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stage}", unit="step", dynamic_ncols=True)
+    model.train()
+    window_start, window_steps = time.perf_counter(), 0
+    while step < cfg.steps:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.sample(cfg.batch_size, data_gen, device)
+        out = diffusion_loss(ddp_model, diffusion, batch, cfg, noise_gen, use_actions, text_dropout)
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(f"the loss became {float(out.loss)} at step {step + 1}; the last good "
+                                   f"checkpoint in {run} is kept. Lower --lr (now {cfg.lr}) and resume "
+                                   f"with --resume, or restart")
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        window_steps += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {"step": step, "loss": float(out.loss), "video_loss": float(out.video_loss), "lr": lr,
+                      "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
+            if out.action_loss is not None:
+                record["action_loss"] = float(out.action_loss)
+            log(record)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("video_loss", "action_loss")})
+            window_start, window_steps = time.perf_counter(), 0
+        if val_rows is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            log({"step": step, **validate(ema, diffusion, val_sampler, val_rows, device, normalizer, use_actions)})
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    return run
+
+
+# ------------------------------------------------------------------------------------------ the command
+def add_arguments(p) -> None:
+    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action")
+    p.add_argument("--data", required=True, help="HDF5 file from `gr2-sim collect` or `gr2-sim synth`")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--init", default=None, help="run folder of the previous phase to start from")
+    p.add_argument("--demos", type=int, default=None, help="use only the first N training episodes")
+    p.add_argument("--preset", default=None, help="model size: tiny | small | base (default small, or --init's)")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
+    p.add_argument("--no-state", action="store_true", help="do not condition on proprioception")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
+                      preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      action_weight=args.action_weight, seed=args.seed, device=args.device,
+                      eval_every=args.eval_every, ckpt_every=args.ckpt_every, use_state=not args.no_state,
+                      resume=args.resume, progress=not args.no_progress)
+    out = train(cfg)
+    print(f"trained {cfg.stage} -> {out}")
+    return 0

@@ -1,0 +1,152 @@
+"""The training loop: the three phases, checkpoints, resume equivalence, DDP, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import gr2_sim.train as train_mod
+from gr2_sim.checkpoint import load_trainer_state
+from gr2_sim.cli import main
+from gr2_sim.errors import UserError
+from gr2_sim.train import TrainConfig, TrainingDiverged, train
+
+TINY = dict(preset="tiny", batch_size=4, eval_every=3, ckpt_every=3, progress=False, val_windows=8)
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_action_stage_writes_a_complete_run(demo_file, tmp_path):
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=6, **TINY))
+    for name in ("config.json", "model.safetensors", "normalizer.json", "trainer_state.pt", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 6
+    weights = load_file(str(run / "model.safetensors"))
+    assert any(k.startswith("ema.") for k in weights) and any(k.startswith("model.") for k in weights)
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["action_dim"] == 7 and config["model"]["state_dim"] == 8
+    logs = metrics(run)
+    assert any("action_loss" in r and "samples_per_s" in r and "lr" in r for r in logs)
+    assert any("val_action_mse" in r and "val_video_mse" in r for r in logs)
+
+
+def test_three_phases_chain(video_file, demo_file, tmp_path):
+    p1 = train(TrainConfig(stage="video", data=str(video_file), out=str(tmp_path / "p1"), steps=3, **TINY))
+    p2 = train(TrainConfig(stage="robot-video", data=str(demo_file), out=str(tmp_path / "p2"), init=str(p1),
+                           steps=3, **{**TINY, "preset": None}))
+    p3 = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "p3"), init=str(p2), steps=3,
+                           **{**TINY, "preset": None}))
+    config = json.loads((p3 / "config.json").read_text())
+    assert config["model"]["d_model"] == json.loads((p1 / "config.json").read_text())["model"]["d_model"]
+    assert all("action_loss" not in r for r in metrics(p2))
+    assert any("action_loss" in r for r in metrics(p3))
+
+
+def test_resume_after_kill_matches_uninterrupted_run(demo_file, tmp_path, monkeypatch):
+    common = dict(stage="action", data=str(demo_file), steps=8, seed=3, **{**TINY, "ckpt_every": 4})
+    full = train(TrainConfig(out=str(tmp_path / "full"), **common))
+
+    calls = {"n": 0}
+    real = train_mod.ema_update
+
+    def killed_at_step_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "ema_update", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(tmp_path / "killed"), **common))
+    monkeypatch.setattr(train_mod, "ema_update", real)
+    assert load_trainer_state(tmp_path / "killed")["step"] == 4  # at most one interval lost
+    resumed = train(TrainConfig(out=str(tmp_path / "killed"), resume=True, **common))
+
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    steps = [r["step"] for r in metrics(resumed) if "loss" in r]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_action_stage_on_video_only_data_is_refused(video_file, tmp_path):
+    with pytest.raises(UserError, match="without actions"):
+        train(TrainConfig(stage="action", data=str(video_file), out=str(tmp_path / "r"), steps=2, **TINY))
+
+
+def test_too_many_demos_is_refused(demo_file, tmp_path):
+    with pytest.raises(UserError, match="only"):
+        train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), demos=500, steps=2, **TINY))
+
+
+def test_init_with_other_sizes_is_refused(demo_file, tmp_path):
+    p1 = train(TrainConfig(stage="robot-video", data=str(demo_file), out=str(tmp_path / "p1"), steps=2, **TINY))
+    with pytest.raises(UserError, match="do not match"):
+        train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "p2"), init=str(p1),
+                          steps=2, **{**TINY, "preset": "small"}))
+
+
+def test_corrupt_checkpoint_gives_clear_error(demo_file, tmp_path):
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), steps=3, **TINY))
+    data = (run / "trainer_state.pt").read_bytes()
+    (run / "trainer_state.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt"):
+        train(TrainConfig(stage="action", data=str(demo_file), out=str(run), steps=6, resume=True, **TINY))
+    (run / "model.safetensors").write_bytes(b"not a safetensors file")
+    from gr2_sim.checkpoint import load_weights
+
+    with pytest.raises(UserError, match="corrupt"):
+        load_weights(run)
+
+
+def test_existing_run_is_not_overwritten_without_resume(demo_file, tmp_path):
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), steps=2, **TINY))
+    with pytest.raises(UserError, match="--resume"):
+        train(TrainConfig(stage="action", data=str(demo_file), out=str(run), steps=2, **TINY))
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(demo_file, tmp_path, monkeypatch):
+    real = train_mod.diffusion_loss
+    calls = {"n": 0}
+
+    def nan_at_step_5(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            out["loss"] = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "diffusion_loss", nan_at_step_5)
+    with pytest.raises(TrainingDiverged, match="step 5"):
+        train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), steps=8, **TINY))
+    assert load_trainer_state(tmp_path / "r")["step"] == 3
+
+
+def test_cli_bad_input_exit_code(tmp_path, capsys):
+    assert main(["train", "--stage", "action", "--data", str(tmp_path / "missing.hdf5"), "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "missing.hdf5" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_stay_in_sync(demo_file, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "gr2_sim.cli", "train", "--stage", "action", "--data", str(demo_file), "--out", str(run),
+           "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--ckpt-every", "2", "--eval-every", "2",
+           "--device", "cpu", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checks = [r["rank_param_checksums"] for r in metrics(run) if "rank_param_checksums" in r]
+    assert len(checks) == 2 and all(len(c) == 2 and c[0] == c[1] for c in checks)
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2

@@ -1,0 +1,353 @@
+"""GR-2-style video + action diffusion transformer (DiT with adaLN-Zero), top to bottom.
+
+One sample is the clean conditioning frame v_0 and T noisy future frames v_{1:T}^{(k)}; every frame is cut into
+p x p patches, giving (T + 1) * (img/p)^2 spatiotemporal tokens that attend to each other in every block.
+Each block is conditioned (adaLN-Zero) on c = timestep embedding + instruction embedding (+ state embedding).
+
+    tokens:  [ v_0 patches | v_1 patches | ... | v_T patches ]          (B, (T+1)*N, D)
+    video head -> noise (or v) for the future tokens only -> (B, T, 3, H, W)
+    action head -> per future frame: mean of its final tokens -> MLP -> (B, T, action_dim)
+
+Layout follows facebookresearch/DiT: helpers, embedders, attention, block, final layer, model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gr2_sim.config import ModelConfig
+from gr2_sim.errors import UserError
+from gr2_sim.text import TextEncoder
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+class ModelOutput(dict):
+    """Model outputs as a dict with attribute access (``out["loss"] is out.loss``); absent terms are None.
+
+    Keys: video_pred (B, T, 3, H, W), actions (B, T, action_dim), video_loss, action_loss, loss (scalars or
+    None), attention (list of (B, heads, N, N) per layer, or None).
+    """
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x: (B, N, D); shift, scale: (B, D)."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """(len(positions), dim) fixed sin-cos embedding; dim must be even."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(positions.reshape(-1), omega)  # (M, dim/2)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, grid_size: int) -> np.ndarray:
+    """(grid_size**2, dim) fixed 2-D sin-cos embedding, row-major: half the channels for rows, half for columns."""
+    rows, cols = np.meshgrid(np.arange(grid_size), np.arange(grid_size), indexing="ij")
+    return np.concatenate([sincos_1d(dim // 2, rows), sincos_1d(dim // 2, cols)], axis=1)
+
+
+def patchify(frames: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, F, C, H, W) -> (B, F * (H/p) * (W/p), C*p*p), frame-major then row-major patches."""
+    B, Fr, C, H, W = frames.shape
+    x = frames.reshape(B, Fr, C, H // p, p, W // p, p)
+    x = x.permute(0, 1, 3, 5, 2, 4, 6)  # (B, F, H/p, W/p, C, p, p)
+    return x.reshape(B, Fr * (H // p) * (W // p), C * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, n_frames: int, img_size: int, p: int) -> torch.Tensor:
+    """(B, F * (img/p)^2, 3*p*p) -> (B, F, 3, img, img); the inverse of ``patchify``."""
+    B, g = tokens.shape[0], img_size // p
+    x = tokens.reshape(B, n_frames, g, g, 3, p, p)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, 3, g, p, g, p)
+    return x.reshape(B, n_frames, 3, img_size, img_size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Embedders
+
+
+class TimestepEmbedder(nn.Module):
+    """Diffusion step t (B,) long -> (B, D): sin-cos features then a 2-layer MLP (as in DiT)."""
+
+    def __init__(self, d_model: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        angles = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, freq_dim/2)
+        return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))  # (B, D)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention and the DiT block
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    The default path is ``F.scaled_dot_product_attention`` (fused, never materialises the N x N map).
+    ``return_attention=True`` takes the explicit softmax(QK^T / sqrt(d)) V path and returns the map too.
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    @staticmethod
+    def explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k, v: (B, h, N, d) -> output (B, h, N, d) and attention (B, h, N, N), rows summing to 1."""
+        attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return attn @ v, attn
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, h, N, d)
+        attn = None
+        if return_attention:
+            out, attn = self.explicit(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+        return (out, attn) if return_attention else out
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero: c sets shift/scale/gate of both sub-layers.
+
+    The modulation layer is zero-initialised, so gates are 0 and the block is the identity at init.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(d_model * mlp_ratio)
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(d_model, n_heads)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 6 * d_model))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, return_attention: bool = False):
+        """x: (B, N, D), c: (B, D) -> (B, N, D), plus the attention map (B, h, N, N) if requested."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=1)
+        attn_out = self.attn(modulate(self.norm1(x), shift_a, scale_a), return_attention)
+        attn_map = None
+        if return_attention:
+            attn_out, attn_map = attn_out
+        x = x + gate_a.unsqueeze(1) * attn_out
+        x = x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        return (x, attn_map) if return_attention else x
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm + linear to patch pixels; zero-initialised, so predictions start at 0."""
+
+    def __init__(self, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(d_model, 3 * patch_size * patch_size)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 2 * d_model))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, 3*p*p)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+
+
+class VideoActionDiT(nn.Module):
+    """Denoises T future frames given the current frame, an instruction and (optionally) the robot state, and
+    reads T actions from the same hidden states. See the module docstring for the token layout."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        D, n = cfg.d_model, cfg.patches_per_frame
+        self.patch_embed = nn.Linear(3 * cfg.patch_size**2, D)
+        # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
+        if cfg.pos_embed == "sincos":
+            self.register_buffer("space_pos", torch.zeros(n, D), persistent=False)
+            self.register_buffer("time_pos", torch.zeros(cfg.n_future + 1, D), persistent=False)
+        else:
+            self.space_pos = nn.Parameter(torch.zeros(n, D))
+            self.time_pos = nn.Parameter(torch.zeros(cfg.n_future + 1, D))
+        self.t_embedder = TimestepEmbedder(D)
+        self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers)
+        self.text_proj = nn.Linear(cfg.lang_dim, D)
+        self.state_embedder = (
+            nn.Sequential(nn.Linear(cfg.state_dim, D), nn.SiLU(), nn.Linear(D, D)) if cfg.state_dim else None
+        )
+        self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
+        self.final_layer = FinalLayer(D, cfg.patch_size)
+        self.action_head = nn.Sequential(
+            nn.LayerNorm(D), nn.Linear(D, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim)
+        )
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier linears, DiT's small normal embedders, sin-cos positions, adaLN-Zero (modulations and video
+        head at exactly zero, so every block starts as the identity and the video prediction starts at 0)."""
+
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        cfg = self.config
+        if cfg.pos_embed == "sincos":
+            grid = cfg.img_size // cfg.patch_size
+            self.space_pos.copy_(torch.from_numpy(sincos_2d(cfg.d_model, grid)).float())
+            self.time_pos.copy_(torch.from_numpy(sincos_1d(cfg.d_model, np.arange(cfg.n_future + 1))).float())
+        else:
+            nn.init.normal_(self.space_pos, std=0.02)
+            nn.init.normal_(self.time_pos, std=0.02)
+        for layer in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        nn.init.normal_(self.text_encoder.embed.weight, std=0.02)
+        nn.init.normal_(self.text_encoder.pos, std=0.02)
+        nn.init.normal_(self.text_encoder.null, std=0.02)
+        with torch.no_grad():
+            self.text_encoder.embed.weight[0].zero_()  # padding row
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def condition(
+        self, t: torch.Tensor, text_tokens: torch.Tensor, state: torch.Tensor | None, text_dropout: float = 0.0
+    ) -> torch.Tensor:
+        """c = timestep + instruction (+ state) embedding: (B, D)."""
+        c = self.t_embedder(t) + self.text_proj(self.text_encoder(text_tokens, text_dropout))
+        if self.state_embedder is not None:
+            c = c + self.state_embedder(state)
+        return c
+
+    def forward(
+        self,
+        cond_frame: torch.Tensor,
+        noisy_future: torch.Tensor,
+        t: torch.Tensor,
+        text_tokens: torch.Tensor,
+        state: torch.Tensor | None = None,
+        target_noise: torch.Tensor | None = None,
+        target_actions: torch.Tensor | None = None,
+        action_weight: float = 1.0,
+        text_dropout: float = 0.0,
+        return_attention: bool = False,
+    ) -> ModelOutput:
+        """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
+
+        cond_frame: (B, 3, H, W) in [-1, 1]; noisy_future: (B, T, 3, H, W); t: (B,) long in [0, K);
+        text_tokens: (B, L) long; state: (B, state_dim) or None when state_dim == 0.
+        target_noise: (B, T, 3, H, W), the diffusion target (eps or v); target_actions: (B, T, action_dim).
+        loss = video_loss + action_weight * action_loss, each term present only if its target is given.
+        text_dropout: probability per sample of replacing the instruction by the null embedding.
+        """
+        self._check_inputs(cond_frame, noisy_future, t, state)
+        cfg, n = self.config, self.config.patches_per_frame
+        frames = torch.cat([cond_frame.unsqueeze(1), noisy_future], dim=1)  # (B, T+1, 3, H, W)
+        pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
+        x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
+        c = self.condition(t, text_tokens, state, text_dropout)  # (B, D)
+
+        attention = [] if return_attention else None
+        for block in self.blocks:
+            if return_attention:
+                x, attn = block(x, c, return_attention=True)
+                attention.append(attn)  # (B, h, N, N)
+            else:
+                x = block(x, c)  # (B, (T+1)*n, D)
+
+        future = x[:, n:]  # (B, T*n, D): the conditioning frame's tokens are context only
+        video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
+        per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model).mean(dim=2)  # (B, T, D)
+        actions = self.action_head(per_frame)  # (B, T, action_dim)
+
+        video_loss = action_loss = loss = None
+        if target_noise is not None:
+            video_loss = F.mse_loss(video_pred, target_noise)
+            loss = video_loss
+        if target_actions is not None:
+            if target_actions.shape != actions.shape:
+                raise UserError(f"target_actions shape {tuple(target_actions.shape)} != {tuple(actions.shape)}")
+            action_loss = F.mse_loss(actions, target_actions)
+            loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
+        return ModelOutput(
+            video_pred=video_pred, actions=actions, video_loss=video_loss, action_loss=action_loss, loss=loss,
+            attention=attention,
+        )  # fmt: skip
+
+    def _check_inputs(self, cond_frame, noisy_future, t, state) -> None:
+        cfg = self.config
+        B, S = cond_frame.shape[0], cfg.img_size
+        if tuple(cond_frame.shape[1:]) != (3, S, S):
+            raise UserError(f"cond_frame shape {tuple(cond_frame.shape)} must be (B, 3, {S}, {S})")
+        if tuple(noisy_future.shape) != (B, cfg.n_future, 3, S, S):
+            raise UserError(f"noisy_future shape {tuple(noisy_future.shape)} must be ({B}, {cfg.n_future}, 3, {S}, {S})")
+        if tuple(t.shape) != (B,):
+            raise UserError(f"t shape {tuple(t.shape)} must be ({B},): one diffusion step per sample")
+        if cfg.state_dim and (state is None or tuple(state.shape) != (B, cfg.state_dim)):
+            got = None if state is None else tuple(state.shape)
+            raise UserError(f"state must be ({B}, {cfg.state_dim}) since state_dim={cfg.state_dim}, got {got}")
+        if not cfg.state_dim and state is not None:
+            raise UserError(f"state given (shape {tuple(state.shape)}) but state_dim=0; set state_dim or pass None")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Accounting
+
+    def num_params(self) -> int:
+        """Number of parameters (fixed sin-cos positions are buffers and do not count)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def estimate_flops(self) -> dict[str, int]:
+        """Matmul FLOPs per sample (2*m*n*k per matmul, attention included; norms and activations ignored).
+
+        Keys: forward, train_step (= 3 x forward: backward costs about twice the forward), attention (the
+        QK^T and AV part of forward), tokens.
+        """
+        cfg = self.config
+        D, N, n, L = cfg.d_model, cfg.n_tokens, cfg.patches_per_frame, cfg.n_layers
+        hidden, pix, E = int(D * cfg.mlp_ratio), 3 * cfg.patch_size**2, cfg.lang_dim
+        mm = lambda m, k, n_: 2 * m * k * n_  # noqa: E731
+        cond = mm(1, 256, D) + mm(1, D, D) + mm(1, E, D)  # timestep MLP + text projection
+        if cfg.state_dim:
+            cond += mm(1, cfg.state_dim, D) + mm(1, D, D)
+        text_len = cfg.max_text_len
+        text = cfg.text_layers * (mm(text_len, E, 3 * E) + 2 * mm(text_len, text_len, E) + mm(text_len, E, E)
+                                  + 2 * mm(text_len, E, 2 * E))  # fmt: skip
+        attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
+        block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
+        head = mm(1, D, 2 * D) + mm(N - n, D, pix) + mm(cfg.n_future, D, cfg.action_hidden)
+        head += mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
+        forward = mm(N, pix, D) + cond + text + L * block + attention + head
+        return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
+
+    def estimate_mfu(self, samples_per_second: float, peak_flops: float = 90e9) -> float:
+        """Model FLOPs utilisation of training at ``samples_per_second`` against ``peak_flops`` (FLOP/s;
+        default 90 GFLOP/s, a 2-core fp32 CPU)."""
+        return self.estimate_flops()["train_step"] * samples_per_second / peak_flops

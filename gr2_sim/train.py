@@ -324,7 +324,7 @@ def train(cfg: TrainConfig) -> Path:
         batch = sampler.sample(cfg.batch_size, data_gen, device)
         out = diffusion_loss(ddp_model, diffusion, batch, cfg, noise_gen, use_actions, text_dropout)
         if not torch.isfinite(out.loss):
-            raise TrainingDiverged(f"the loss became {float(out.loss)} at step {step + 1}; the last good "
+            raise TrainingDiverged(f"the loss became {out.loss.item()} at step {step + 1}; the last good "
                                    f"checkpoint in {run} is kept. Lower --lr (now {cfg.lr}) and resume "
                                    f"with --resume, or restart")
         optimizer.zero_grad(set_to_none=True)
@@ -336,10 +336,10 @@ def train(cfg: TrainConfig) -> Path:
         window_steps += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": float(out.loss), "video_loss": float(out.video_loss), "lr": lr,
+            record = {"step": step, "loss": out.loss.item(), "video_loss": out.video_loss.item(), "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
             if out.action_loss is not None:
-                record["action_loss"] = float(out.action_loss)
+                record["action_loss"] = out.action_loss.item()
             log(record)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("video_loss", "action_loss")})

@@ -18,7 +18,7 @@ def moving_square_episode(rng: np.random.Generator, length: int, size: int, with
     for t in range(length):
         x, y = np.clip(pos, 4, size - 5).astype(int)
         images[t, y - 4:y + 4, x - 4:x + 4] = color
-        states[t, :2] = pos / size
+        states[t, :min(2, state_dim)] = (pos / size)[:state_dim]
         if t < length - 1:
             pos = pos + 3 * actions[t, :2]
     return Episode(images=images, states=states, actions=actions if with_actions else None,

@@ -105,8 +105,13 @@ class ScriptedExpert:
 
 
 class ReachExpert(ScriptedExpert):
+    """Fly above the named cube (clear of the others), then come down onto it."""
+
     def plan(self) -> np.ndarray:
-        return self.move(self.env.goal_point() + [0.0, 0.0, 0.005], OPEN, speed=0.5)
+        goal = self.env.goal_point() + [0.0, 0.0, 0.005]
+        if not self.near(goal, 0.015, slice(0, 2)):
+            goal = goal + [0.0, 0.0, 0.05]
+        return self.move(goal, OPEN, speed=0.5)
 
 
 class PushExpert(ScriptedExpert):

@@ -81,10 +81,12 @@ class Diffusion:
         return x0, (x_t - a * x0) / s
 
     def ddim_timesteps(self, steps: int) -> list[int]:
-        """``steps`` distinct noise levels from K-1 down to 0, evenly spaced."""
+        """``steps`` distinct noise levels, evenly spaced from K-1 (pure noise) down to 0."""
         if not 1 <= steps <= self.K:
             raise UserError(f"DDIM steps={steps} must be in [1, {self.K}] (the training diffusion_steps)")
-        return sorted({round(i * (self.K - 1) / max(steps - 1, 1)) for i in range(steps)}, reverse=True)
+        if steps == 1:
+            return [self.K - 1]  # one jump from pure noise straight to the x0 estimate
+        return [round((self.K - 1) * (1 - i / (steps - 1))) for i in range(steps)]
 
     def _noise(self, model: nn.Module, cond_frame: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         cfg = model.config

@@ -1,0 +1,186 @@
+"""VideoActionDiT: shapes, adaLN-Zero identity at init, attention maps, overfitting, config validation,
+FLOP accounting and the reference model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gr2_sim.config import PRESETS, ConfigError, ModelConfig, make_config
+from gr2_sim.errors import UserError
+from gr2_sim.model import Attention, VideoActionDiT, patchify, unpatchify
+from gr2_sim.reference_model import ReferenceDiT
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and OpenMP spin-waits badly when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_inputs(cfg: ModelConfig, B: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    S, T = cfg.img_size, cfg.n_future
+    return dict(
+        cond_frame=torch.rand(B, 3, S, S, generator=g) * 2 - 1,
+        noisy_future=torch.randn(B, T, 3, S, S, generator=g),
+        t=torch.randint(0, cfg.diffusion_steps, (B,), generator=g),
+        text_tokens=torch.randint(0, cfg.vocab_size, (B, cfg.max_text_len), generator=g),
+        state=torch.randn(B, cfg.state_dim, generator=g) if cfg.state_dim else None,
+    )
+
+
+def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised (adaLN-Zero) weights random values so the model is not an identity map."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(action_dim=7), dict(action_dim=4, state_dim=5), dict(action_dim=7, state_dim=8, img_size=32, patch_size=8),
+     dict(n_future=3, pos_embed="learned", text_layers=0, prediction="v")],
+)  # fmt: skip
+def test_output_shapes(overrides):
+    cfg = make_config("tiny", **overrides)
+    model = VideoActionDiT(cfg)
+    B, S, T = 3, cfg.img_size, cfg.n_future
+    out = model(**make_inputs(cfg, B))
+    assert out.video_pred.shape == (B, T, 3, S, S)
+    assert out.actions.shape == (B, T, cfg.action_dim)
+    assert out.loss is None and out.video_loss is None and out.action_loss is None and out.attention is None
+    assert out["video_pred"] is out.video_pred  # dict and attribute access agree
+
+
+def test_losses_follow_the_targets_given():
+    cfg = make_config("tiny", img_size=32, patch_size=8)
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    inputs = make_inputs(cfg)
+    noise, actions = torch.randn_like(inputs["noisy_future"]), torch.randn(2, cfg.n_future, cfg.action_dim)
+    both = model(**inputs, target_noise=noise, target_actions=actions, action_weight=0.5)
+    assert torch.allclose(both.loss, both.video_loss + 0.5 * both.action_loss)
+    video_only = model(**inputs, target_noise=noise)
+    assert video_only.action_loss is None and torch.equal(video_only.loss, video_only.video_loss)
+    action_only = model(**inputs, target_actions=actions)
+    assert action_only.video_loss is None and torch.equal(action_only.loss, action_only.action_loss)
+
+
+def test_blocks_are_identity_and_video_head_is_zero_at_init():
+    cfg = make_config("tiny")
+    model = VideoActionDiT(cfg)
+    x, c = torch.randn(2, cfg.n_tokens, cfg.d_model), torch.randn(2, cfg.d_model)
+    for block in model.blocks:
+        assert torch.equal(block(x, c), x)
+    out = model(**make_inputs(cfg))
+    assert torch.equal(out.video_pred, torch.zeros_like(out.video_pred))
+    assert out.actions.abs().sum() > 0  # the action head is not zero-initialised
+
+
+def test_patchify_round_trip():
+    frames = torch.randn(2, 3, 3, 32, 32)
+    assert torch.equal(unpatchify(patchify(frames, 8), 3, 32, 8), frames)
+
+
+def test_attention_maps_only_when_requested(monkeypatch):
+    cfg = make_config("tiny", img_size=32, patch_size=8)
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    inputs = make_inputs(cfg)
+    with_maps = model(**inputs, return_attention=True)
+    assert len(with_maps.attention) == cfg.n_layers
+    for attn in with_maps.attention:
+        assert attn.shape == (2, cfg.n_heads, cfg.n_tokens, cfg.n_tokens)
+        assert torch.allclose(attn.sum(-1), torch.ones(()), atol=1e-5) and (attn >= 0).all()
+
+    def explicit_forbidden(*args):
+        raise AssertionError("attention map computed although return_attention=False")
+
+    monkeypatch.setattr(Attention, "explicit", staticmethod(explicit_forbidden))
+    without = model(**inputs)
+    assert without.attention is None
+    # the explicit path and the fused SDPA path compute the same function
+    assert torch.allclose(without.video_pred, with_maps.video_pred, atol=1e-5)
+    assert torch.allclose(without.actions, with_maps.actions, atol=1e-5)
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    cfg = make_config("tiny", img_size=16, patch_size=8, d_model=64, state_dim=3)
+    model = VideoActionDiT(cfg)
+    inputs = make_inputs(cfg, B=2, seed=1)
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(inputs["noisy_future"].shape, generator=g)
+    actions = torch.rand(2, cfg.n_future, cfg.action_dim, generator=g) * 2 - 1
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(120):
+        out = model(**inputs, target_noise=noise, target_actions=actions)
+        first = first or (out.video_loss.item(), out.action_loss.item())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    last = (out.video_loss.item(), out.action_loss.item())
+    assert last[0] < first[0] / 10, (first, last)
+    assert last[1] < first[1] / 10, (first, last)
+
+
+def test_input_shape_errors_quote_the_shapes():
+    cfg = make_config("tiny", state_dim=4)
+    model = VideoActionDiT(cfg)
+    inputs = make_inputs(cfg)
+    with pytest.raises(UserError, match=r"state must be \(2, 4\)"):
+        model(**{**inputs, "state": None})
+    with pytest.raises(UserError, match=r"noisy_future shape \(2, 5, 3, 64, 64\)"):
+        model(**{**inputs, "noisy_future": torch.zeros(2, 5, 3, 64, 64)})
+
+
+def test_config_validation_quotes_bad_values():
+    with pytest.raises(ConfigError, match=r"patch_size=12 does not divide img_size=64; use one of \[1, 2, 4, 8, 16"):
+        ModelConfig(patch_size=12)
+    with pytest.raises(ValueError, match="d_model=100 is not divisible by n_heads=8"):
+        ModelConfig(d_model=100, n_heads=8)
+    with pytest.raises(ValueError, match="schedule='quadratic' is not one of"):
+        ModelConfig(schedule="quadratic")
+    with pytest.raises(UserError, match=r"unknown preset 'huge'; choose one of \['base', 'small', 'tiny'\]"):
+        make_config("huge")
+    with pytest.raises(ConfigError, match="unknown ModelConfig field"):
+        make_config("tiny", n_layer=3)
+
+
+def test_config_json_round_trip():
+    import json
+
+    cfg = make_config("small", action_dim=4, state_dim=9)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert set(PRESETS) == {"tiny", "small", "base"}
+
+
+def test_flops_and_params():
+    flops = {name: VideoActionDiT(make_config(name)).estimate_flops() for name in ("tiny", "small", "base")}
+    for f in flops.values():
+        assert 0 < f["attention"] < f["forward"] and f["train_step"] == 3 * f["forward"]
+    assert flops["tiny"]["forward"] < flops["small"]["forward"] < flops["base"]["forward"]
+    small = VideoActionDiT(make_config("small"))
+    assert 0 < small.num_params() < VideoActionDiT(make_config("base")).num_params()
+    # the dominant term by hand: 4 blocks x 80 tokens x (qkv + proj + mlp at ratio 2) x 2 FLOPs/MAC
+    assert small.estimate_flops()["forward"] > 4 * 80 * (4 + 4) * 128 * 128 * 2
+
+
+@pytest.mark.parametrize("state_dim", [0, 6])
+def test_reference_model_has_the_same_contract(state_dim):
+    cfg = make_config("tiny", state_dim=state_dim, action_dim=4)
+    ref = ReferenceDiT(cfg)
+    inputs = make_inputs(cfg)
+    noise, actions = torch.randn_like(inputs["noisy_future"]), torch.randn(2, cfg.n_future, 4)
+    out = ref(**inputs, target_noise=noise, target_actions=actions, return_attention=True)
+    ours = VideoActionDiT(cfg)(**inputs)
+    assert out.video_pred.shape == ours.video_pred.shape and out.actions.shape == ours.actions.shape
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.attention[0].shape == (2, cfg.n_heads, cfg.n_tokens, cfg.n_tokens)

@@ -122,33 +122,34 @@ class PushExpert(ScriptedExpert):
         to_target = target - cube
         dist = np.linalg.norm(to_target)
         d = to_target / max(dist, 1e-6)
-        behind = cube - d * (CUBE_HALF + 0.025)
+        behind = cube - d * (CUBE_HALF + 0.035)
         low = 0.015
         if self.phase == 0:  # straight up if low, then above the pre-push point
             if self.env.tcp_pos[2] < 0.05:
                 return self.move([*self.env.tcp_pos[:2], HOVER], CLOSED)
             goal = np.array([*behind, HOVER])
-            if self.near(goal, 0.012, slice(0, 2)):
+            yaw = wrap_angle(float(np.arctan2(d[1], d[0]) + np.pi / 2))
+            if self.near(goal, 0.012, slice(0, 2)) and abs(wrap_angle(yaw - self.env.gripper_yaw)) < 0.1:
                 self.phase = 1
-            return self.move(goal, CLOSED, yaw=float(np.arctan2(d[1], d[0]) + np.pi / 2))
+            return self.move(goal, CLOSED, yaw=yaw)
         if self.phase == 1:  # lower behind the cube
             goal = np.array([*behind, low])
             if self.near(goal, 0.01):
                 self.phase = 2
             if not self.near(goal, 0.03, slice(0, 2)):
                 self.phase = 0
-            return self.move(goal, CLOSED)
+            return self.move(goal, CLOSED, speed=0.7)
         # phase 2: push along the line; re-line-up when the tcp leaves it
         tcp = self.env.tcp_pos[:2]
         offset = tcp - cube
         along = float(offset @ d)
         lateral = float(np.linalg.norm(offset - along * d))
-        if lateral > 0.015 or along > -CUBE_HALF or along < -(CUBE_HALF + 0.05):
+        if lateral > 0.015 or along > -CUBE_HALF or along < -(CUBE_HALF + 0.06):
             self.phase = 0
             return self.move([*tcp, HOVER], CLOSED)
         # aim a little into the cube along the cube->target line: re-centres on the line every step
-        aim = cube - d * (CUBE_HALF + 0.014) + d * min(0.02, dist)
-        return self.move([*aim, low], CLOSED, speed=0.5)
+        aim = cube - d * (CUBE_HALF + 0.014) + d * min(0.012, dist)
+        return self.move([*aim, low], CLOSED, speed=0.35)
 
 
 class PickPlaceExpert(ScriptedExpert):

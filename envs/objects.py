@@ -12,7 +12,7 @@ def cube(name: str, half: float = CUBE_HALF, mass: float = 0.05) -> str:
 <body name="{name}" pos="0 0 {half}">
   <freejoint name="{name}_joint"/>
   <geom name="{name}" type="box" size="{half} {half} {half}" mass="{mass}" rgba="1 1 1 1"
-        friction="1.0 0.01 0.001" condim="4"/>
+        friction="0.5 0.01 0.001" condim="4"/>
 </body>"""
 
 

@@ -1,0 +1,160 @@
+"""Synthetic physics video (envs/synthetic.py): shapes, determinism, physics sanity, probes, forked workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from envs import synthetic
+from envs.synthetic import KINDS, PROBE_KINDS, make_clip, make_probe
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return {kind: make_clip(3, kind=kind) for kind in KINDS}
+
+
+def test_shapes_dtype_and_json_meta():
+    clip = make_clip(0, frames=6, image_size=32)
+    assert clip.frames.shape == (6, 32, 32, 3) and clip.frames.dtype == np.uint8
+    assert clip.kind in KINDS and clip.masks is None
+    meta = json.loads(json.dumps(clip.meta))  # JSON-able as is
+    assert meta["kind"] == clip.kind and meta["fps"] == 10 and 1 <= meta["n_objects"] <= 4
+    assert len(meta["positions"]) == 6 and np.array(meta["positions"]).shape == (6, meta["n_objects"], 3)
+    for obj in meta["objects"]:
+        assert obj["color"] in synthetic.scene.COLORS and obj["mass"] > 0 and obj["size"] > 0
+        assert len(obj["rgba"]) == 4 and len(obj["vel"]) == 3
+
+
+def test_same_seed_same_frames_other_seed_differs():
+    a = make_clip(11)
+    other = make_clip(12)
+    b = make_clip(11)  # after another clip has used the shared renderer
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.meta == b.meta and a.kind == b.kind
+    assert not np.array_equal(a.frames, other.frames)
+    assert {make_clip(s, frames=1, image_size=16).kind for s in range(40)} == set(KINDS)  # random kinds
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_moves_and_is_not_blank(clips, kind):
+    frames = clips[kind].frames.astype(np.int16)
+    assert clips[kind].kind == kind and frames.shape == (16, 64, 64, 3)
+    assert frames.std() > 10  # a table and objects, not a flat image
+    change = np.abs(frames[1:] - frames[:-1]).max(axis=-1)  # (T-1, H, W)
+    assert (change > 30).sum() > 20  # objects visibly move between frames
+    first_last = np.abs(frames[-1] - frames[0]).max(axis=-1)
+    assert (first_last > 30).sum() > 10
+    z = np.array(clips[kind].meta["positions"])[..., 2]
+    assert np.all(z > -0.01) and np.all(np.abs(np.array(clips[kind].meta["positions"])[..., :2]) < 0.33)  # on table
+
+
+def test_fall_objects_drop():
+    for seed in range(3):
+        positions = np.array(make_clip(seed, frames=8, image_size=16, kind="fall").meta["positions"])  # (T, N, 3)
+        drop = positions[0, :, 2] - positions[-1, :, 2]
+        assert drop.max() > 0.04, drop  # the top of the pile falls at least 4 cm
+        assert positions[-1, :, 2].min() < 0.04  # something lies on the table at the end
+
+
+def test_occlusion_probe_hides_then_shows_and_masks_track_the_object():
+    for seed in range(2):
+        probe = make_probe("occlusion", seed)
+        visible = probe.meta["visible"]
+        assert probe.masks.shape == (16, 64, 64) and probe.masks.dtype == bool
+        hidden = [t for t, v in enumerate(visible) if not v]
+        assert hidden and visible[0] and visible[-1] and any(visible[t] for t in range(hidden[0]))
+        assert all(probe.masks[t].sum() >= 5 for t in range(16))  # the true location, even when hidden
+        for t in range(16):  # the mask's centroid is the object's projected centre
+            rows, cols = np.nonzero(probe.masks[t])
+            np.testing.assert_allclose([cols.mean() + 0.5, rows.mean() + 0.5], probe.meta["pixels"][t], atol=1.5)
+        x = np.array(probe.meta["positions"])[:, 0, 0]
+        assert np.ptp(np.diff(x)) < 0.1 * np.abs(np.diff(x)).mean()  # constant velocity
+        json.dumps(probe.meta)
+
+
+@pytest.mark.parametrize("kind", PROBE_KINDS)
+def test_probes_are_deterministic(kind):
+    a, b = make_probe(kind, 1, frames=4, image_size=32), make_probe(kind, 1, frames=4, image_size=32)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert a.kind == kind and a.masks.shape == (4, 32, 32) and len(a.meta["visible"]) == 4
+
+
+def test_unsupported_falls_and_wall_bounce_reverses():
+    probe = make_probe("unsupported", 4, frames=8, image_size=32)
+    z = np.array(probe.meta["positions"])[:, 0, 2]
+    assert z[0] > 0.14 and z[-1] < 0.04 and probe.masks.shape == (8, 32, 32) and probe.masks.any(axis=(1, 2)).all()
+    probe = make_probe("wall_bounce", 4)
+    vx = np.diff(np.array(probe.meta["positions"])[:, 0, 0])
+    assert vx[0] * vx[-1] < 0  # towards the wall, then back
+    assert all(probe.meta["visible"]) and probe.masks.any(axis=(1, 2)).all()
+
+
+def test_unknown_kind_lists_valid_kinds():
+    with pytest.raises(ValueError, match="bounce, fall, collide, roll, occlude"):
+        make_clip(0, kind="explode")
+    with pytest.raises(ValueError, match="occlusion, unsupported, wall_bounce"):
+        make_probe("bounce", 0)
+    with pytest.raises(ValueError, match="seed"):
+        make_clip(-1)
+
+
+def test_unstable_simulation_is_redrawn_deterministically(monkeypatch):
+    calls = []
+
+    def unstable_once(data):
+        calls.append(1)
+        return len(calls) == 1  # the first scene "explodes" after its first physics frame
+
+    monkeypatch.setattr(synthetic, "_unstable", unstable_once)
+    clip = make_clip(5, frames=4, image_size=16)
+    assert clip.meta["attempt"] == 1 and clip.frames.shape == (4, 16, 16, 3)
+    calls.clear()
+    np.testing.assert_array_equal(make_clip(5, frames=4, image_size=16).frames, clip.frames)
+    monkeypatch.setattr(synthetic, "_unstable", lambda data: True)
+    with pytest.raises(RuntimeError, match="unstable"):
+        make_clip(5, frames=2, image_size=16)
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def test_clips_in_forked_workers_match_the_parent():
+    # A fresh interpreter: its parent process must not have rendered before forking (see the module docstring).
+    result = _run("""
+        import multiprocessing as mp
+        from envs.synthetic import make_clip
+        def work(seed):
+            return make_clip(seed, frames=4, image_size=32).frames.tobytes().hex()
+        if __name__ == "__main__":
+            with mp.get_context("fork").Pool(2) as pool:
+                print(" ".join(pool.map(work, [0, 1, 2])))
+    """)
+    assert result.returncode == 0, result.stderr
+    hashes = result.stdout.split()
+    assert hashes == [make_clip(s, frames=4, image_size=32).frames.tobytes().hex() for s in range(3)]
+
+
+def test_fork_after_parent_rendered_raises_instead_of_hanging():
+    result = _run("""
+        import multiprocessing as mp
+        from envs.synthetic import make_clip
+        def work(seed):
+            return make_clip(seed, frames=2, image_size=16).kind
+        if __name__ == "__main__":
+            make_clip(0, frames=2, image_size=16)  # the parent renders first
+            with mp.get_context("fork").Pool(1) as pool:
+                try:
+                    pool.map(work, [1])
+                except RuntimeError as err:
+                    print("raised:", err)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "raised:" in result.stdout and "forkserver" in result.stdout

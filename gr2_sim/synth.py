@@ -1,0 +1,99 @@
+"""``gr2-sim synth``: render synthetic non-robot physics clips (``envs.synthetic``) into a dataset file.
+
+The file has the same format as robot data (:mod:`gr2_sim.data`) with kind 'synthetic': frames only, no
+actions, an empty instruction and a state of size 0 (``obs/state`` is (T, 0)). Each episode records the
+clip's ``clip_kind`` and its ``meta`` (JSON). Clip ``i`` uses seed ``--seed + i``; clips are written in
+order whatever ``--workers`` is, and rerunning the command on a partial file resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from gr2_sim.collect import OrderedPool, StopSignals, check_common, check_seed_range
+from gr2_sim.data import DatasetWriter, Episode
+from gr2_sim.errors import UserError
+
+SYNTH_ENV_ID = "envs.synthetic"  # stands in for an env id in the file's attrs
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    frames: int  # T frames per clip
+    image_size: int
+    seed: int  # clip i uses seed + i
+
+
+def _to_json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+class ClipRunner:
+    """``runner(i)``: clip ``i`` as a video-only :class:`Episode`."""
+
+    def __init__(self, spec: SynthSpec):
+        try:
+            from envs.synthetic import make_clip  # imported here: only this command needs it
+        except ImportError as err:
+            raise UserError(f"synthetic video is not available: cannot import envs.synthetic ({err})") from None
+
+        self.spec = spec
+        self.make_clip = make_clip
+
+    def __call__(self, index: int) -> Episode:
+        seed = self.spec.seed + index
+        clip = self.make_clip(seed, self.spec.frames, self.spec.image_size)
+        frames = np.asarray(clip.frames, dtype=np.uint8)
+        n = len(frames) - 1
+        dones = np.zeros(n, np.uint8)
+        if n:
+            dones[-1] = 1
+        return Episode(images=frames, states=np.zeros((len(frames), 0), np.float32), actions=None,
+                       rewards=np.zeros(n, np.float32), dones=dones, instruction="", seed=seed, success=False,
+                       extra_attrs={"clip_kind": str(clip.kind), "meta": _to_json(dict(clip.meta or {}))})
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--clips", type=int, required=True, help="clips the file should hold when done")
+    parser.add_argument("--frames", type=int, required=True, help="frames per clip")
+    parser.add_argument("--out", required=True, help="output .hdf5 file; an existing one is resumed")
+    parser.add_argument("--workers", type=int, default=mp.cpu_count(), help="worker processes (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="clip i uses seed SEED + i")
+    parser.add_argument("--image-size", type=int, default=64, help="frame size in pixels (square)")
+    parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
+
+
+def run(args) -> int:
+    check_common(args, "--clips", args.clips)
+    if args.frames < 2:
+        raise UserError(f"--frames must be at least 2, got {args.frames}")
+    check_seed_range(args.seed, args.clips)
+    spec = SynthSpec(frames=args.frames, image_size=args.image_size, seed=args.seed)
+    ClipRunner(spec)  # fail here, before touching the file, if the generator is missing
+    writer = DatasetWriter(args.out, env_id=SYNTH_ENV_ID, env_kwargs={"frames": args.frames}, kind="synthetic",
+                           image_size=args.image_size, config={"seed": args.seed}, overwrite=args.overwrite)
+    with writer, StopSignals() as stop:
+        before, start = writer.total, writer.next_attempt
+        if before >= args.clips:
+            print(f"{args.out} already holds {before} clips (asked for {args.clips}); nothing to do")
+            return 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=args.clips, initial=before, unit="clip", desc="synth", dynamic_ncols=True)
+        with bar, OrderedPool(ClipRunner, spec, args.workers, start, start + args.clips - before,
+                                    lambda: stop.requested) as pool:
+            for index, clip in pool:
+                writer.append(clip, index)
+                bar.update(1)
+        if stop.requested:
+            print(f"stopped: {args.out} holds {writer.total} clips; rerun the same command to continue")
+            raise KeyboardInterrupt
+        elapsed = time.perf_counter() - t0
+        made = writer.total - before
+        print(f"{args.out}: {writer.total} clips ({made} new) in {elapsed:.1f} s: {made / elapsed:.2f} clips/s")
+    return 0

@@ -229,6 +229,8 @@ class DatasetWriter:
         self.data.attrs["total"] = self.total
         self.data.attrs["next_attempt"] = self.next_attempt
         self.file.flush()
+        self._env_id = str(self.data.attrs["env_id"])
+        self._dims = {name: int(self.data.attrs[name]) for name in ("state_dim", "action_dim")}
 
     def _check_episode(self, ep: Episode) -> None:
         t, s = len(ep.images), self.image_size
@@ -243,7 +245,7 @@ class DatasetWriter:
         if ep.rewards.shape != (t - 1,) or ep.dones.shape != (t - 1,):
             raise ValueError(f"rewards and dones must be (N={t - 1},), got {ep.rewards.shape}, {ep.dones.shape}")
         for name, dim in (("state_dim", ep.states.shape[1]), ("action_dim", None if ep.actions is None else ep.actions.shape[1])):
-            known = int(self.data.attrs[name])
+            known = self._dims[name]
             if dim is not None and known >= 0 and known != dim:
                 raise ValueError(f"{name} {dim} differs from the {known} of the episodes already in {self.path}")
 
@@ -263,7 +265,7 @@ class DatasetWriter:
             group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float32))
             group.create_dataset("dones", data=np.asarray(ep.dones, np.uint8))
             group.attrs.update({"num_samples": t - 1, "num_frames": t, "instruction": ep.instruction,
-                                "env_id": self.data.attrs["env_id"], "seed": int(ep.seed), "success": bool(ep.success),
+                                "env_id": self._env_id, "seed": int(ep.seed), "success": bool(ep.success),
                                 "attempt": -1 if attempt is None else int(attempt)})
             for name, value in ep.extra_attrs.items():  # HDF5 attributes must stay under 64 KB: long text
                 if isinstance(value, str) and len(value) > MAX_ATTR_CHARS:  # becomes a scalar string dataset
@@ -279,18 +281,17 @@ class DatasetWriter:
         self.total += 1
         self._next_index += 1
         if self.total == 1:
-            self.data.attrs["state_dim"] = ep.states.shape[1]
-            self.data.attrs["action_dim"] = -1 if ep.actions is None else ep.actions.shape[1]
+            self._dims = {"state_dim": ep.states.shape[1], "action_dim": -1 if ep.actions is None else ep.actions.shape[1]}
+            self.data.attrs.update(self._dims)
         self.data.attrs["total"] = self.total
-        if attempt is not None:
-            self.record_attempt(attempt)
-        self.file.flush()
+        self.record_attempt(attempt)
         return key
 
-    def record_attempt(self, attempt: int) -> None:
+    def record_attempt(self, attempt: int | None) -> None:
         """Note that ``attempt`` is done (kept or not): a resumed run starts after it."""
-        self.next_attempt = max(self.next_attempt, int(attempt) + 1)
-        self.data.attrs["next_attempt"] = self.next_attempt
+        if attempt is not None:
+            self.next_attempt = max(self.next_attempt, int(attempt) + 1)
+            self.data.attrs["next_attempt"] = self.next_attempt
         self.file.flush()
 
     def write_masks(self) -> None:

@@ -40,3 +40,29 @@ def plot_losses(runs: list[Path], out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_success_vs_demos(rows: list[dict], out: Path) -> Path:
+    """Success rate (with its 95% interval) vs number of demos, one line per variant (mean over seeds)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for i, variant in enumerate(sorted({r["variant"] for r in rows})):
+        cells = sorted({r["demos"] for r in rows if r["variant"] == variant})
+        mean, lo, hi = [], [], []
+        for n in cells:
+            rs = [r for r in rows if r["variant"] == variant and r["demos"] == n]
+            mean.append(sum(r["success_rate"] for r in rs) / len(rs))
+            lo.append(min(r["success_ci95"][0] for r in rs))
+            hi.append(max(r["success_ci95"][1] for r in rs))
+        ax.plot(cells, mean, "o-", color=f"C{i}", label=variant)
+        ax.fill_between(cells, lo, hi, color=f"C{i}", alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("demonstrations")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -3,6 +3,9 @@
     video        phase 1: non-robot synthetic video, no instruction, no actions    L = L_video
     robot-video  phase 2: robot video, with instructions, no action labels         L = L_video
     action       phase 3: demonstrations                                           L = L_video + lambda L_action
+    idm          the inverse-dynamics model (o_t, o_t+1) -> a_t on demonstrations  L = L_action
+
+What each stage builds and optimises lives in ``gr2_sim/objectives.py``; this file is the loop.
 
 The same code runs on one CPU, one GPU, or under ``torchrun`` on several processes/machines
 (DistributedDataParallel: gloo on CPU, NCCL on GPU; rank 0 logs and writes checkpoints).
@@ -19,28 +22,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from gr2_sim import checkpoint as ckpt
-from gr2_sim.config import ModelConfig, make_config
 from gr2_sim.data import load_episodes
 from gr2_sim.dataset import Normalizer, WindowSampler
-from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
-from gr2_sim.model import VideoActionDiT
+from gr2_sim.objectives import make_objective
 
-STAGES = ("video", "robot-video", "action")
-# Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.")
+STAGES = ("video", "robot-video", "action", "idm")
 
 
 @dataclass
 class TrainConfig:
     """One training run. Saved in RUN/config.json."""
 
-    stage: str  # one of STAGES
+    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout)
     data: str  # HDF5 file (gr2-sim collect / synth)
     out: str  # run folder
     preset: str | None = None  # model preset; default 'small', or the --init run's sizes
@@ -123,49 +121,6 @@ def load_data(cfg: TrainConfig):
     return train, valid
 
 
-def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
-    action_dim = train.actions.shape[1] if train.actions is not None else None
-    state_dim = train.states.shape[1] if cfg.use_state and train.states.shape[1] else 0
-    fields = dict(cfg.overrides or {}, img_size=train.image_size)
-    if cfg.init:
-        base = ckpt.load_model_config(cfg.init).to_dict()
-        if cfg.preset:
-            preset = make_config(cfg.preset, **fields).to_dict()
-            keys = ("patch_size", "d_model", "n_heads", "n_layers", "n_future", "img_size", "lang_dim")
-            diff = {k: (base[k], preset[k]) for k in keys if base[k] != preset[k]}
-            if diff:
-                raise UserError(f"--init {cfg.init} has sizes that do not match --preset {cfg.preset}: "
-                                + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
-                                + "; drop --preset to keep the init run's sizes")
-        base.update(fields)
-    else:
-        base = make_config(cfg.preset or "small", **fields).to_dict()
-    if base["img_size"] != train.image_size:
-        raise UserError(f"{cfg.data} has {train.image_size}px frames but the model expects {base['img_size']}px")
-    if action_dim is not None:
-        base["action_dim"] = action_dim
-    base["state_dim"] = state_dim if (cfg.stage != "video") else base.get("state_dim", 0)
-    return ModelConfig.from_dict(base)
-
-
-def load_init(model: VideoActionDiT, run: str) -> list[str]:
-    """Copy an earlier phase's EMA weights; heads whose sizes changed start fresh. Returns those keys."""
-    weights = ckpt.load_weights(run, "ema")
-    own = model.state_dict()
-    fresh = []
-    for key, value in own.items():
-        if key in weights and weights[key].shape == value.shape:
-            own[key] = weights[key]
-        elif key.startswith(HEAD_PREFIXES):
-            fresh.append(key)
-        else:
-            got = tuple(weights[key].shape) if key in weights else "missing"
-            raise UserError(f"--init {run}: weight {key} has shape {got}, the model needs {tuple(value.shape)}; "
-                            f"the init run was trained with other model sizes")
-    model.load_state_dict(own)
-    return fresh
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -177,50 +132,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - decay)
-
-
-# ------------------------------------------------------------------------------------------ the loss
-def diffusion_loss(model, diffusion: Diffusion, batch: dict, cfg: TrainConfig, generator: torch.Generator,
-                   use_actions: bool, text_dropout: float):
-    future = batch["future"]
-    B, K = future.shape[0], diffusion.num_steps
-    t = torch.randint(K, (B,), generator=generator).to(future.device)
-    noise = torch.randn(future.shape, generator=generator).to(future.device)
-    noisy = diffusion.q_sample(future, t, noise)
-    target = diffusion.target(future, noise, t)
-    return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
-                 target_actions=batch["actions"] if use_actions else None, action_weight=cfg.action_weight,
-                 text_dropout=text_dropout)
-
-
-@torch.no_grad()
-def validate(model, diffusion: Diffusion, sampler: WindowSampler, rows: np.ndarray, device, normalizer,
-             use_actions: bool, batch_size: int = 64) -> dict[str, float]:
-    """Held-out video denoising MSE (fixed noise levels) and action MSE of the one-pass head readout."""
-    model.eval()
-    gen = torch.Generator().manual_seed(1234)
-    video, action, n = 0.0, 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        batch = sampler.batch(rows[i:i + batch_size], device)
-        future = batch["future"]
-        B = future.shape[0]
-        t = torch.randint(diffusion.num_steps, (B,), generator=gen).to(device)
-        noise = torch.randn(future.shape, generator=gen).to(device)
-        out = model(batch["cond"], diffusion.q_sample(future, t, noise), t, batch["text"], batch.get("state"),
-                    target_noise=diffusion.target(future, noise, t))
-        video += float(out.video_loss) * B
-        if use_actions:
-            pure = torch.randn(future.shape, generator=gen).to(device)
-            last = torch.full((B,), diffusion.num_steps - 1, dtype=torch.long, device=device)
-            pred = model(batch["cond"], pure, last, batch["text"], batch.get("state")).actions
-            err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
-            action += float(err.pow(2).mean()) * B
-        n += B
-    model.train()
-    out = {"val_video_mse": video / n}
-    if use_actions:
-        out["val_action_mse"] = action / n
-    return out
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -236,23 +147,17 @@ def train(cfg: TrainConfig) -> Path:
                         f"or choose another --out")
 
     train_eps, valid_eps = load_data(cfg)
-    model_cfg = ckpt.load_model_config(run) if cfg.resume else build_model_config(cfg, train_eps)
-    use_actions = cfg.stage == "action"
-    normalizer = Normalizer.fit(train_eps) if use_actions or model_cfg.state_dim else None
+    objective = make_objective(cfg, train_eps, run, cfg.resume)
+    normalizer = Normalizer.fit(train_eps) if objective.needs_normalizer else None
     if cfg.resume and ckpt.load_normalizer(run) is not None:
         normalizer = ckpt.load_normalizer(run)
-    text_dropout = cfg.text_dropout if cfg.stage != "video" else 0.0
-    sampler_args = dict(n_future=model_cfg.n_future, normalizer=normalizer, max_text_len=model_cfg.max_text_len,
-                        vocab_size=model_cfg.vocab_size, stride=cfg.frame_stride, use_actions=use_actions,
-                        use_text=cfg.stage != "video", use_state=model_cfg.state_dim > 0)
+    sampler_args = dict(objective.sampler_args(), normalizer=normalizer, stride=cfg.frame_stride)
     sampler = WindowSampler(train_eps, **sampler_args)
     val_sampler = WindowSampler(valid_eps, **sampler_args) if valid_eps is not None else None
 
     torch.manual_seed(cfg.seed)
-    model = VideoActionDiT(model_cfg).to(device)
-    fresh = load_init(model, cfg.init) if cfg.init and not cfg.resume else []
+    model = objective.build_model(cfg.init if not cfg.resume else None).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    diffusion = Diffusion(model_cfg)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "pos" in name or "embed.weight" in name else decay).append(p)
@@ -273,11 +178,11 @@ def train(cfg: TrainConfig) -> Path:
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            objective.wrap_for_ddp(model), device_ids=[device.index] if device.type == "cuda" else None)
 
-    run_config = {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
+    run_config = {**objective.config_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
                   "data": str(cfg.data), "env_id": train_eps.env_id, "num_train_episodes": train_eps.num_episodes,
-                  "num_train_windows": len(sampler), "world_size": world, "fresh_init_weights": fresh}
+                  "num_train_windows": len(sampler), "world_size": world}
     if rank == 0:
         ckpt.save_run_files(run, run_config, normalizer)
         if cfg.resume:
@@ -322,13 +227,13 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.sample(cfg.batch_size, data_gen, device)
-        out = diffusion_loss(ddp_model, diffusion, batch, cfg, noise_gen, use_actions, text_dropout)
-        if not torch.isfinite(out.loss):
-            raise TrainingDiverged(f"the loss became {out.loss.item()} at step {step + 1}; the last good "
+        out = objective.loss(ddp_model, batch, noise_gen)
+        if not torch.isfinite(out["loss"]):
+            raise TrainingDiverged(f"the loss became {out['loss'].item()} at step {step + 1}; the last good "
                                    f"checkpoint in {run} is kept. Lower --lr (now {cfg.lr}) and resume "
                                    f"with --resume, or restart")
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
@@ -336,16 +241,16 @@ def train(cfg: TrainConfig) -> Path:
         window_steps += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": out.loss.item(), "video_loss": out.video_loss.item(), "lr": lr,
+            record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
-            if out.action_loss is not None:
-                record["action_loss"] = out.action_loss.item()
+            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss") if out.get(k) is not None})
             log(record)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("video_loss", "action_loss")})
             window_start, window_steps = time.perf_counter(), 0
         if val_rows is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
-            log({"step": step, **validate(ema, diffusion, val_sampler, val_rows, device, normalizer, use_actions)})
+            ema.eval()
+            log({"step": step, **objective.validate(ema, val_sampler, val_rows, device, normalizer)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save_checkpoint()
         if bar is not None:
@@ -359,7 +264,7 @@ def train(cfg: TrainConfig) -> Path:
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action")
+    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm")
     p.add_argument("--data", required=True, help="HDF5 file from `gr2-sim collect` or `gr2-sim synth`")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--init", default=None, help="run folder of the previous phase to start from")

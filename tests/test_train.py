@@ -116,7 +116,9 @@ def test_existing_run_is_not_overwritten_without_resume(demo_file, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(demo_file, tmp_path, monkeypatch):
-    real = train_mod.diffusion_loss
+    import gr2_sim.objectives as objectives
+
+    real = objectives.diffusion_loss
     calls = {"n": 0}
 
     def nan_at_step_5(*args, **kwargs):
@@ -126,7 +128,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(demo_file, tmp_path, monkeypat
             out["loss"] = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(train_mod, "diffusion_loss", nan_at_step_5)
+    monkeypatch.setattr(objectives, "diffusion_loss", nan_at_step_5)
     with pytest.raises(TrainingDiverged, match="step 5"):
         train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), steps=8, **TINY))
     assert load_trainer_state(tmp_path / "r")["step"] == 3
@@ -150,3 +152,19 @@ def test_torchrun_two_processes_stay_in_sync(demo_file, tmp_path):
     checks = [r["rank_param_checksums"] for r in metrics(run) if "rank_param_checksums" in r]
     assert len(checks) == 2 and all(len(c) == 2 and c[0] == c[1] for c in checks)
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
+
+
+def test_idm_stage_trains_the_inverse_dynamics_model(demo_file, tmp_path):
+    from policies.inverse_dynamics import load_idm
+
+    run = train(TrainConfig(stage="idm", data=str(demo_file), out=str(tmp_path / "idm"), steps=4, **TINY))
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "idm" and config["model"]["action_dim"] == 7
+    assert any("val_action_mse" in r for r in metrics(run))
+    model, normalizer = load_idm(run)
+    assert normalizer.action_mean.shape == (7,)
+
+
+def test_idm_stage_refuses_video_only_data(video_file, tmp_path):
+    with pytest.raises(UserError, match="without actions"):
+        train(TrainConfig(stage="idm", data=str(video_file), out=str(tmp_path / "r"), steps=2, **TINY))

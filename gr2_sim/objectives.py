@@ -1,0 +1,221 @@
+"""What a training stage optimises: the model it builds, its loss on a batch, and its validation.
+
+The training loop (``gr2_sim/train.py``) is the same for every stage; it asks the stage's objective for
+these three things. ``VideoObjective`` serves the GR-2 phases (video, robot-video, action: the DiT with
+L = L_video [+ lambda L_action]); ``InverseDynamicsObjective`` serves ``--stage idm`` (a CNN that maps two
+consecutive frames to the action between them, used by the ``idm`` policy readout).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from gr2_sim import checkpoint as ckpt
+from gr2_sim.config import ModelConfig, make_config
+from gr2_sim.dataset import Normalizer, WindowSampler
+from gr2_sim.diffusion import Diffusion
+from gr2_sim.errors import UserError
+from gr2_sim.model import VideoActionDiT
+
+if TYPE_CHECKING:
+    from gr2_sim.train import TrainConfig
+
+# Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
+HEAD_PREFIXES = ("action_head.", "state_embedder.")
+IDM_HORIZON = 4  # consecutive frame pairs per training window of the inverse-dynamics model
+
+
+class LossModule(torch.nn.Module):
+    """Wraps ``model.compute_loss(batch)`` as ``forward`` so DistributedDataParallel syncs its gradients."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict:
+        return self.model.compute_loss(batch)
+
+
+# ------------------------------------------------------------------------------------------ the DiT phases
+def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
+    action_dim = train.actions.shape[1] if train.actions is not None else None
+    state_dim = train.states.shape[1] if cfg.use_state and train.states.shape[1] else 0
+    fields = dict(cfg.overrides or {}, img_size=train.image_size)
+    if cfg.init:
+        base = ckpt.load_model_config(cfg.init).to_dict()
+        if cfg.preset:
+            preset = make_config(cfg.preset, **fields).to_dict()
+            keys = ("patch_size", "d_model", "n_heads", "n_layers", "n_future", "img_size", "lang_dim")
+            diff = {k: (base[k], preset[k]) for k in keys if base[k] != preset[k]}
+            if diff:
+                raise UserError(f"--init {cfg.init} has sizes that do not match --preset {cfg.preset}: "
+                                + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
+                                + "; drop --preset to keep the init run's sizes")
+        base.update(fields)
+    else:
+        base = make_config(cfg.preset or "small", **fields).to_dict()
+    if base["img_size"] != train.image_size:
+        raise UserError(f"{cfg.data} has {train.image_size}px frames but the model expects {base['img_size']}px")
+    if action_dim is not None:
+        base["action_dim"] = action_dim
+    base["state_dim"] = state_dim if cfg.stage != "video" else base.get("state_dim", 0)
+    return ModelConfig.from_dict(base)
+
+
+def load_init(model: torch.nn.Module, run: str) -> list[str]:
+    """Copy an earlier phase's EMA weights; heads whose sizes changed start fresh. Returns those keys."""
+    weights = ckpt.load_weights(run, "ema")
+    own = model.state_dict()
+    fresh = []
+    for key, value in own.items():
+        if key in weights and weights[key].shape == value.shape:
+            own[key] = weights[key]
+        elif key.startswith(HEAD_PREFIXES):
+            fresh.append(key)
+        else:
+            got = tuple(weights[key].shape) if key in weights else "missing"
+            raise UserError(f"--init {run}: weight {key} has shape {got}, the model needs {tuple(value.shape)}; "
+                            f"the init run was trained with other model sizes")
+    model.load_state_dict(own)
+    return fresh
+
+
+def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
+                   use_actions: bool, text_dropout: float):
+    """Noise the future frames at a random step and predict the noise (and the actions)."""
+    future = batch["future"]  # (B, T, 3, H, W)
+    B, K = future.shape[0], diffusion.num_steps
+    t = torch.randint(K, (B,), generator=generator).to(future.device)
+    noise = torch.randn(future.shape, generator=generator).to(future.device)
+    noisy = diffusion.q_sample(future, t, noise)
+    target = diffusion.target(future, noise, t)
+    return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
+                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
+                 text_dropout=text_dropout)
+
+
+class VideoObjective:
+    """Phases 1-3: the video+action DiT."""
+
+    kind = "dit"
+
+    def __init__(self, cfg: TrainConfig, train_eps, run, resume: bool):
+        self.cfg = cfg
+        self.use_actions = cfg.stage == "action"
+        self.model_config = ckpt.load_model_config(run) if resume else build_model_config(cfg, train_eps)
+        self.text_dropout = cfg.text_dropout if cfg.stage != "video" else 0.0
+        self.diffusion = Diffusion(self.model_config)
+        self.fresh: list[str] = []
+
+    @property
+    def needs_normalizer(self) -> bool:
+        return self.use_actions or self.model_config.state_dim > 0
+
+    def sampler_args(self) -> dict[str, Any]:
+        m = self.model_config
+        return dict(n_future=m.n_future, max_text_len=m.max_text_len, vocab_size=m.vocab_size,
+                    use_actions=self.use_actions, use_text=self.cfg.stage != "video", use_state=m.state_dim > 0)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        model = VideoActionDiT(self.model_config)
+        if init:
+            self.fresh = load_init(model, init)
+        return model
+
+    def wrap_for_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
+        return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
+                              self.text_dropout)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}
+
+    @torch.no_grad()
+    def validate(self, model, sampler: WindowSampler, rows: np.ndarray, device, normalizer: Normalizer | None,
+                 batch_size: int = 64) -> dict[str, float]:
+        """Held-out video denoising MSE (fixed noise levels) and action MSE of the one-pass head readout."""
+        diffusion, gen = self.diffusion, torch.Generator().manual_seed(1234)
+        video, action, n = 0.0, 0.0, 0
+        for i in range(0, len(rows), batch_size):
+            batch = sampler.batch(rows[i:i + batch_size], device)
+            future = batch["future"]
+            B = future.shape[0]
+            t = torch.randint(diffusion.num_steps, (B,), generator=gen).to(device)
+            noise = torch.randn(future.shape, generator=gen).to(device)
+            out = model(batch["cond"], diffusion.q_sample(future, t, noise), t, batch["text"], batch.get("state"),
+                        target_noise=diffusion.target(future, noise, t))
+            video += float(out["video_loss"]) * B
+            if self.use_actions:
+                pred = diffusion.head_actions(model, batch["cond"], batch["text"], batch.get("state"), gen)
+                err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
+                action += float(err.pow(2).mean()) * B
+            n += B
+        out = {"val_video_mse": video / n}
+        if self.use_actions:
+            out["val_action_mse"] = action / n
+        return out
+
+
+# ------------------------------------------------------------------------------------------ inverse dynamics
+class InverseDynamicsObjective:
+    """``--stage idm``: (o_t, o_t+1) -> a_t on the demonstrations."""
+
+    kind = "idm"
+    needs_normalizer = True
+
+    def __init__(self, cfg: TrainConfig, train_eps, run, resume: bool):
+        from policies.inverse_dynamics import IDMConfig
+
+        if train_eps.actions is None:
+            raise UserError(f"{cfg.data} holds {train_eps.kind} data without actions, but --stage idm needs "
+                            f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
+        if cfg.init:
+            raise UserError("--stage idm trains from scratch; drop --init")
+        if resume:
+            self.model_config = IDMConfig.from_dict(ckpt.load_config(run)["model"])
+        else:
+            state_dim = train_eps.states.shape[1] if cfg.use_state else 0
+            self.model_config = IDMConfig(img_size=train_eps.image_size, action_dim=train_eps.actions.shape[1],
+                                          state_dim=state_dim)
+
+    def sampler_args(self) -> dict[str, Any]:
+        return dict(n_future=IDM_HORIZON, max_text_len=1, vocab_size=2, use_actions=True, use_text=False,
+                    use_state=self.model_config.state_dim > 0)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        from policies.inverse_dynamics import InverseDynamicsModel
+
+        return InverseDynamicsModel(self.model_config)
+
+    def wrap_for_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        return LossModule(model)
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
+        return model(batch) if isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+            else model.compute_loss(batch)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model_config.to_dict()}
+
+    @torch.no_grad()
+    def validate(self, model, sampler: WindowSampler, rows: np.ndarray, device, normalizer: Normalizer,
+                 batch_size: int = 64) -> dict[str, float]:
+        """Held-out action MSE (in the env's action units) on real consecutive frames."""
+        total, n = 0.0, 0
+        for i in range(0, len(rows), batch_size):
+            batch = sampler.batch(rows[i:i + batch_size], device)
+            pred = model.chunk_actions(batch["cond"], batch["future"], batch.get("state"))
+            err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
+            total += float(err.pow(2).mean()) * len(pred)
+            n += len(pred)
+        return {"val_action_mse": total / n}
+
+
+def make_objective(cfg: TrainConfig, train_eps, run, resume: bool):
+    cls = InverseDynamicsObjective if cfg.stage == "idm" else VideoObjective
+    return cls(cfg, train_eps, run, resume)

@@ -1,0 +1,133 @@
+"""``gr2-sim sweep``: success rate vs number of demonstrations, with and without video pre-training.
+
+For each demo count N: phase 3 from scratch and phase 3 from the phase-2 checkpoint (phases 1 and 2 are
+trained once, when absent), the same step budget for every run, then evaluation on held-out test seeds.
+Every piece is skipped when its result exists, so a killed sweep resumes where it stopped::
+
+    DIR/data/{synth,robot_video,demos}.hdf5     collected once
+    DIR/runs/phase1, phase2                      pre-training, once
+    DIR/runs/{scratch,pretrained}_N{n}_s{seed}/  phase 3 runs, each with eval/eval.json
+    DIR/results.json, results.md, success_vs_demos.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from gr2_sim.data import VALID_EVERY
+from gr2_sim.errors import UserError
+from gr2_sim.io import atomic_write_text
+
+PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("scratch",)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="GR2Sim/PickPlace-v0")
+    p.add_argument("--demos", type=int, nargs="+", default=[50, 200, 1000])
+    p.add_argument("--pretrain", choices=tuple(PRETRAIN), default="both")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=3000, help="phase-3 steps, the same for every run")
+    p.add_argument("--pretrain-steps", type=int, nargs=2, default=[2000, 1000], metavar=("P1", "P2"))
+    p.add_argument("--clips", type=int, default=2000, help="synthetic clips for phase 1")
+    p.add_argument("--robot-episodes", type=int, default=500, help="robot video episodes for phase 2")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")
+    p.add_argument("--mode", default="head", help="policy readout: head | denoise")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per cell")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+
+
+def demos_needed(n_train: int) -> int:
+    """Episodes to collect so that the train split (all but every VALID_EVERY-th) holds ``n_train``."""
+    return math.ceil(n_train * VALID_EVERY / (VALID_EVERY - 1)) + 1
+
+
+def ensure_data(args, data: Path) -> dict[str, Path]:
+    from gr2_sim.cli import main as gr2
+
+    paths = {"synth": data / "synth.hdf5", "robot_video": data / "robot_video.hdf5", "demos": data / "demos.hdf5"}
+    jobs = []
+    if "pretrained" in PRETRAIN[args.pretrain]:
+        jobs += [("synth", ["synth", "--clips", str(args.clips), "--frames", "16"]),
+                 ("robot_video", ["collect", "--env", args.env, "--episodes", str(args.robot_episodes),
+                                  "--no-actions", "--seed", "500000"])]
+    jobs.append(("demos", ["collect", "--env", args.env, "--episodes", str(demos_needed(max(args.demos))),
+                           "--noise", "0.05"]))
+    for name, argv in jobs:
+        done = paths[name].with_name(paths[name].name + ".done")
+        if done.exists():
+            continue
+        code = gr2([*argv, "--out", str(paths[name]), "--workers", str(args.workers)])
+        if code != 0:
+            raise UserError(f"collecting {name} failed (exit {code}); see the error above, then rerun the sweep")
+        done.write_text("complete\n")
+    return paths
+
+
+def train_if_needed(run: Path, **kwargs) -> Path:
+    from gr2_sim.checkpoint import TRAINER_STATE, load_trainer_state
+    from gr2_sim.train import TrainConfig, train
+
+    state = run / TRAINER_STATE
+    if state.exists() and int(load_trainer_state(run)["step"]) >= kwargs["steps"]:
+        return run
+    return train(TrainConfig(out=str(run), resume=state.exists(), **kwargs))
+
+
+def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
+    from gr2_sim.evaluate import evaluate_run
+
+    run = runs / f"{variant}_N{n}_s{seed}"
+    eval_json = run / "eval" / "eval.json"
+    if not eval_json.exists():
+        train_if_needed(run, stage="action", data=str(paths["demos"]), demos=n, steps=args.steps,
+                        batch_size=args.batch_size, seed=seed, device=args.device,
+                        preset=None if init else args.preset, init=init)
+        evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out=run / "eval", device=args.device)
+    result = json.loads(eval_json.read_text())["aggregated"]
+    return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
+
+
+def run(args: argparse.Namespace) -> int:
+    if any(n < 1 for n in args.demos):
+        raise UserError(f"--demos must all be >= 1, got {args.demos}")
+    out = Path(args.out)
+    runs = out / "runs"
+    paths = ensure_data(args, out / "data")
+    init = None
+    if "pretrained" in PRETRAIN[args.pretrain]:
+        p1 = train_if_needed(runs / "phase1", stage="video", data=str(paths["synth"]), preset=args.preset,
+                             steps=args.pretrain_steps[0], batch_size=args.batch_size, device=args.device)
+        p2 = train_if_needed(runs / "phase2", stage="robot-video", data=str(paths["robot_video"]), init=str(p1),
+                             steps=args.pretrain_steps[1], batch_size=args.batch_size, device=args.device)
+        init = str(p2)
+    rows = []
+    for n in sorted(args.demos):
+        for variant in PRETRAIN[args.pretrain]:
+            for seed in args.seeds:
+                rows.append(run_cell(args, paths, runs, init if variant == "pretrained" else None, variant, n, seed))
+                write_results(out, rows, args)
+    print(f"sweep complete: {out / 'results.md'}")
+    return 0
+
+
+def write_results(out: Path, rows: list[dict], args) -> None:
+    from gr2_sim.plots import plot_success_vs_demos
+
+    atomic_write_text(out / "results.json", json.dumps({"env": args.env, "steps": args.steps, "mode": args.mode,
+                                                         "episodes": args.episodes, "rows": rows}, indent=2))
+    lines = [f"# Success vs demonstrations on {args.env}", "",
+             f"Phase 3: {args.steps} steps for every run; evaluation: {args.episodes} test episodes, "
+             f"`{args.mode}` readout; 95% Wilson intervals.", "",
+             "| demos | variant | seed | success | 95% CI | mean length |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["success_ci95"]
+        lines.append(f"| {r['demos']} | {r['variant']} | {r['seed']} | {r['success_rate']:.2f} | "
+                     f"[{lo:.2f}, {hi:.2f}] | {r['mean_length']:.1f} |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    plot_success_vs_demos(rows, out / "success_vs_demos.png")

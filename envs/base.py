@@ -231,7 +231,7 @@ class TabletopEnv(gym.Env):
             mujoco.mj_forward(self.model, self.data)
             info = self._info()
             info["unstable"] = True
-            return self._last_obs, 0.0, False, True, info
+            return {k: v.copy() for k, v in self._last_obs.items()}, 0.0, False, True, info
 
         self._last_obs = self._get_obs()
         info = self._info()

@@ -167,18 +167,99 @@ class StackExpert(ScriptedExpert):
 
 
 class RopeExpert(ScriptedExpert):
-    """Grasp the rope at its middle, carry it lifted to the named edge, lay it down."""
+    """Grasp the rope by a middle segment and drag it along the table to the named edge.
+
+    The jaw closes across the segment with the fingertips just clear of the table, so the fingers meet the
+    rope at its equator, and the jaw is kept level (noise in roll or pitch would press one fingertip into the
+    table and jam it). The grasp is checked every step on the jaw opening (closed on something rope-thick,
+    not on air) and on a segment centre being between the fingers; a miss or a slip sends it back to
+    re-grasp. Should the grasp point reach the goal without success, it lets go and drags the segment that
+    lags furthest behind.
+    """
+
+    GRASP_Z = 0.02  # fingertip centre while closing: fingertips 6 mm above the table, 7 mm below the equator
+    DRAG_Z = 0.04  # fingertip centre while dragging: the grasped segment off the table, the rest trailing
+    HOVER_Z = 0.07  # fingertip centre above the segment before descending
+
+    def reset(self) -> None:
+        super().reset()
+        self.segment: str | None = None
 
     def grasp_yaw(self, body: str) -> float:
-        """Close the jaw across the capsule, not along it."""
+        """Close the jaw across the segment, not along it."""
         base = self.env.body_yaw(body) + np.pi / 2
         return min((wrap_angle(base), wrap_angle(base + np.pi)),
                    key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
 
+    def clear_to_grasp(self, index: int) -> bool:
+        """No other part of the rope (beyond the segment's neighbours) under or between the open fingers."""
+        pos = self.env.segment_positions()
+        yaw = self.grasp_yaw(f"rope{index}")
+        across, along = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
+        rel = pos[:, :2] - pos[index, :2]
+        far = np.abs(np.arange(len(pos)) - index) >= 2
+        return not np.any(far & (np.abs(rel @ across) < 0.075) & (np.abs(rel @ along) < 0.032))
+
+    def choose_segment(self, order) -> str:
+        """The first segment in ``order`` (indices) that is clear to grasp, else the first."""
+        order = list(order)
+        return f"rope{next((i for i in order if self.clear_to_grasp(i)), order[0])}"
+
+    def holding_rope(self) -> bool:
+        """The jaw is closed on something rope-thick and a segment centre is between the fingers."""
+        if not 0.1 < self.env.gripper_opening < 0.45:
+            return False
+        rel = self.env.segment_positions() - self.env.tcp_pos
+        return bool(np.any((np.linalg.norm(rel[:, :2], axis=1) < 0.025) & (np.abs(rel[:, 2]) < 0.03)))
+
+    def move(self, target, grip: float, yaw: float | None = None, speed: float = 1.0) -> np.ndarray:
+        """As :meth:`ScriptedExpert.move`, and level the jaw (undo any roll and pitch)."""
+        action = super().move(target, grip, yaw, speed)
+        rot = self.env.data.body("gripper").xmat.reshape(3, 3)
+        roll, pitch = np.arctan2(rot[2, 1], rot[2, 2]), -np.arcsin(np.clip(rot[2, 0], -1.0, 1.0))
+        action[3:5] = np.clip(-np.array([roll, pitch]) / MAX_DROT, -1.0, 1.0)
+        return action
+
     def plan(self) -> np.ndarray:
-        goal = self.env.goal_xy()
-        mid = self.env.grasp_segment()
-        return self.pick_and_place(mid, goal, place_z=0.03)
+        env = self.env
+        tcp = env.tcp_pos
+        if self.segment is None:  # middle segments first, the one nearer the edge first
+            along = env.segment_positions()[:, :2] @ env.edge_direction()
+            n = len(along)
+            self.segment = self.choose_segment(sorted(range(n), key=lambda i: (abs(i - (n - 1) / 2), -along[i])))
+        seg = env.body_pos(self.segment)
+        if self.phase == 0:  # open, above the segment, jaw across it (straight up first if low and far)
+            yaw = self.grasp_yaw(self.segment)
+            if tcp[2] < self.HOVER_Z - 0.03 and not self.near(seg, 0.03, slice(0, 2)):
+                return self.move([*tcp[:2], self.HOVER_Z], OPEN, yaw)
+            above = np.array([seg[0], seg[1], self.HOVER_Z])
+            if self.near(above, 0.01, slice(0, 2)) and abs(wrap_angle(yaw - env.gripper_yaw)) < 0.08:
+                self.phase = 1
+            return self.move(above, OPEN, yaw)
+        if self.phase == 1:  # descend around it
+            target = np.array([seg[0], seg[1], self.GRASP_Z])
+            if not self.near(target, 0.02, slice(0, 2)):
+                self.phase = 0
+            elif self.near(target, 0.007, slice(0, 2)) and abs(tcp[2] - self.GRASP_Z) < 0.005:
+                self.phase, self.counter = 2, 0
+            return self.move(target, OPEN, self.grasp_yaw(self.segment), speed=0.7)
+        if self.phase == 2:  # close the jaw, then check it closed on the rope
+            self.counter += 1
+            if self.counter < 3:
+                return self.move([*tcp[:2], self.GRASP_Z], CLOSED)
+            if not self.holding_rope():
+                self.phase, self.segment = 0, None
+                return self.move([*tcp[:2], self.HOVER_Z], OPEN)
+            self.phase = 3
+        if not self.holding_rope():  # slipped: open and start over
+            self.phase, self.segment = 0, None
+            return self.move([*tcp[:2], self.HOVER_Z], OPEN)
+        goal = env.goal_xy()
+        if self.near([*goal, self.DRAG_Z], 0.015, slice(0, 2)):  # there, yet no success: fetch the laggard
+            behind = env.segment_positions()[:, :2] @ env.edge_direction()
+            self.phase, self.segment = 0, self.choose_segment(np.argsort(behind))
+            return self.move([*tcp[:2], self.HOVER_Z], OPEN)
+        return self.move([*goal, self.DRAG_Z], CLOSED, speed=0.8)
 
 
 class MultiTaskExpert:

@@ -1,0 +1,267 @@
+"""``gr2-sim eval``: roll a policy out on fixed test seeds and report success with a 95 % interval.
+
+The runner (:func:`evaluate`) sees only the policy contract (:class:`policies.base.Policy`): whatever the model,
+each episode is ``reset()``, ``set_instruction(text)``, then ``select_action(obs)`` until the env ends it.
+Observations reach the policy exactly as ``gr2-sim collect`` stores them (:class:`~gr2_sim.obs_adapter.ObsAdapter`:
+``{"image": (S, S, 3) uint8, "state": (D,) float32}``), so any Gymnasium env evaluates like a gr2-sim one.
+
+    gr2-sim eval --ckpt runs/p3 --env GR2Sim/PickPlace-v0 --episodes 50 --mode denoise --videos 3 --out ev/p3
+
+writes ``ev/p3/eval.json`` = ``{"per_episode": [...], "aggregated": {...}, "config": {...}}`` and
+``ev/p3/videos/episode_<seed>.mp4`` for the first ``--videos`` episodes. Episode ``i`` uses seed
+``--seed-start + i`` (>= ``TEST_SEED_START``, disjoint from every data seed), so runs compare episode by episode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from tqdm import tqdm
+
+from gr2_sim.collect import parse_env_kwargs
+from gr2_sim.data import TEST_SEED_START
+from gr2_sim.errors import UserError
+from gr2_sim.io import atomic_write_text
+from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env
+from gr2_sim.stats import percentile_summary, wilson_interval
+from gr2_sim.video import EpisodeRecorder, write_video
+from policies.base import Policy
+
+POLICIES = ("gr2", "expert", "random")
+MODES = ("head", "denoise", "idm")
+
+
+def env_action(space: spaces.Space, action: np.ndarray) -> Any:
+    """A policy's (A,) float action in the env's own form: a Box's shape, or a Discrete's integer."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.start + np.clip(np.rint(action.reshape(-1)[0]), 0, space.n - 1))
+    return np.asarray(action, dtype=space.dtype if space.dtype is not None else np.float32).reshape(space.shape)
+
+
+def _env_name(env: gym.Env) -> str:
+    return env.spec.id if env.spec else type(env.unwrapped).__name__
+
+
+def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
+            recorder_for: Any = None) -> tuple[dict[str, Any], list[float], EpisodeRecorder | None]:
+    """Play one episode from ``env.reset(seed=seed)``.
+
+    Returns the episode's record (seed, success, length, return, queries, instruction, unstable, and
+    _reports_success: whether the env's info has ``is_success``), the
+    latencies (ms) of the ``select_action`` calls that queried the model, and the video recorder (or None).
+    ``recorder_for(instruction)`` makes a recorder when this episode is filmed.
+    """
+    obs, info = env.reset(seed=seed)
+    instruction = adapter.instruction(info)
+    policy.reset()
+    policy.set_instruction(instruction)
+    recorder = recorder_for(instruction) if recorder_for is not None else None
+    latencies: list[float] = []
+    length, total_reward, success, unstable = 0, 0.0, bool(info.get("is_success", False)), False
+    terminated = truncated = False
+    while not (terminated or truncated):
+        frame, state = adapter.frame_and_state(obs)
+        before = policy.query_count
+        start = time.perf_counter()
+        action = np.asarray(policy.select_action({"image": frame, "state": state}), np.float32)
+        elapsed_ms = 1000 * (time.perf_counter() - start)
+        queried = before is None or policy.query_count != before
+        if queried:
+            latencies.append(elapsed_ms)
+        if action.shape != (adapter.action_dim,) or not np.all(np.isfinite(action)):
+            raise UserError(f"the policy returned the action {action!r}; {_env_name(env)} needs "
+                            f"{adapter.action_dim} finite values")
+        if recorder is not None:
+            recorder.add(env.render(), policy.predicted_frames, queried, success)
+        obs, reward, terminated, truncated, info = env.step(env_action(env.action_space, action))
+        length += 1
+        total_reward += float(reward)
+        success = bool(info.get("is_success", False))
+        unstable = unstable or bool(info.get("unstable", False))
+    if recorder is not None:
+        recorder.add(env.render(), policy.predicted_frames, False, success)
+    record = {"seed": seed, "success": success and not unstable, "length": length, "return": total_reward,
+              "queries": len(latencies), "instruction": instruction, "unstable": unstable,
+              "_reports_success": "is_success" in info}
+    return record, latencies, recorder
+
+
+def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall_s: float) -> dict[str, Any]:
+    """Success rate with its Wilson 95 % interval, mean lengths, query latency (ms) and throughput."""
+    n = len(per_episode)
+    successes = sum(e["success"] for e in per_episode)
+    lengths = [e["length"] for e in per_episode]
+    solved = [e["length"] for e in per_episode if e["success"]]
+    low, high = wilson_interval(successes, n)
+    steps = sum(lengths)
+    return {"episodes": n, "successes": successes, "success_rate": successes / n, "success_ci95": [low, high],
+            "mean_length": float(np.mean(lengths)),
+            "mean_length_success": float(np.mean(solved)) if solved else None,
+            "unstable_episodes": sum(e["unstable"] for e in per_episode),
+            "query_latency_ms": percentile_summary(latencies_ms), "queries_per_step": len(latencies_ms) / max(steps, 1),
+            "wall_time_s": wall_s, "env_steps_per_s": steps / max(wall_s, 1e-9)}
+
+
+def evaluate(policy: Policy, env: str | gym.Env, episodes: int, seed_start: int = TEST_SEED_START,
+             env_kwargs: dict | None = None, videos: int = 0, out_dir: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``policy`` for ``episodes`` episodes on seeds ``seed_start, seed_start + 1, ...``.
+
+    ``env`` is a Gymnasium id (made here with ``render_mode='rgb_array'``, frames at ``policy.image_size``) or an
+    env already made (e.g. the one an ExpertPolicy reads). With ``out_dir`` the report is written to
+    ``out_dir/eval.json`` (atomically) and the first ``videos`` episodes to ``out_dir/videos/``.
+    Returns the report ``{"per_episode", "aggregated", "config"}``.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {episodes}")
+    if seed_start < TEST_SEED_START:
+        raise UserError(f"--seed-start {seed_start} is below {TEST_SEED_START}: seeds under it are data seeds, and "
+                        f"evaluating on them measures memorisation. Use --seed-start >= {TEST_SEED_START}")
+    if videos < 0:
+        raise UserError(f"--videos must be >= 0, got {videos}")
+    if videos and out_dir is None:
+        raise UserError("videos need an output folder (out_dir / --out)")
+    own_env = isinstance(env, str)
+    env = make_env(env, env_kwargs, image_size=policy.image_size) if own_env else env
+    try:
+        if videos and env.render_mode != "rgb_array":
+            raise UserError(f"{_env_name(env)} was made with render_mode={env.render_mode!r}; videos need 'rgb_array'")
+        adapter = ObsAdapter(env, policy.image_size)
+        policy.check_env_compat(env)
+        report = _run(policy, env, adapter, episodes, seed_start, videos, out_dir, progress)
+    finally:
+        if own_env:
+            env.close()
+    report["config"] = {"env_id": _env_name(env), "env_kwargs": env_kwargs or {}, "episodes": episodes,
+                        "seed_start": seed_start, "videos": videos, "policy": policy.describe()}
+    if out_dir is not None:
+        atomic_write_text(Path(out_dir) / "eval.json", json.dumps(report, indent=2))
+    return report
+
+
+def _run(policy: Policy, env: gym.Env, adapter: ObsAdapter, episodes: int, seed_start: int, videos: int,
+         out_dir: str | Path | None, progress: bool) -> dict[str, Any]:
+    max_steps = env.spec.max_episode_steps if env.spec else None
+    per_episode: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    start = time.perf_counter()
+    with tqdm(total=episodes, unit="ep", desc="eval", dynamic_ncols=True, disable=not progress) as bar:
+        for i in range(episodes):
+            seed = seed_start + i
+            film = (lambda text: EpisodeRecorder(text, max_steps)) if i < videos else None  # noqa: E731
+            record, lat, recorder = rollout(env, adapter, policy, seed, film)
+            if not record.pop("_reports_success") and not per_episode:
+                warnings.warn(f"{_env_name(env)} gives no info['is_success']: its episodes count as failures",
+                              stacklevel=2)
+            record["video"] = None
+            if recorder is not None:
+                path = write_video(Path(out_dir) / "videos" / f"episode_{seed}.mp4", recorder.frames(record["success"]))
+                record["video"] = str(path.relative_to(out_dir))
+            per_episode.append(record)
+            latencies += lat
+            bar.update(1)
+            rate = sum(e["success"] for e in per_episode) / len(per_episode)
+            bar.set_postfix(success=f"{rate:.0%}", len=record["length"])
+    return {"per_episode": per_episode, "aggregated": aggregate(per_episode, latencies, time.perf_counter() - start)}
+
+
+# ------------------------------------------------------------------------------------------ building policies
+def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: str | None = None,
+                **gr2_options: Any) -> tuple[Policy, gym.Env]:
+    """The CLI's policy factory (the only place that names concrete policies): ``(policy, env)`` made to fit.
+
+    ``gr2_options`` go to ``GR2Policy.from_checkpoint`` (mode, n_action_steps, ddim_steps, idm_run, ...).
+    """
+    if kind not in POLICIES:
+        raise UserError(f"--policy {kind!r} is not one of {', '.join(POLICIES)}")
+    if kind != "gr2":
+        if ckpt is not None:
+            raise UserError(f"--ckpt is only read by --policy gr2 (got --policy {kind})")
+        from policies.scripted import ExpertPolicy, RandomPolicy
+
+        env = make_env(env_id, env_kwargs)
+        policy = ExpertPolicy(env) if kind == "expert" else RandomPolicy(env.action_space, gr2_options.get("seed", 0))
+        return policy, env
+    if ckpt is None:
+        raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` run folder)")
+    from policies.gr2 import GR2Policy
+
+    policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
+    env = make_env(env_id, env_kwargs, image_size=policy.image_size)  # frames as the model was trained on
+    try:
+        policy.attach_env(env)
+    except BaseException:
+        env.close()
+        raise
+    return policy, env
+
+
+def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "head",
+                 out_dir: str | Path | None = None, env_kwargs: dict | None = None, videos: int = 0,
+                 seed_start: int = TEST_SEED_START, progress: bool = False, **policy_options: Any) -> dict[str, Any]:
+    """Evaluate one run folder (for sweeps): the ``aggregated`` dict of :func:`evaluate`.
+
+    ``policy_options``: n_action_steps, ddim_steps, temporal_ensemble, device, idm_run, seed.
+    """
+    policy, env = make_policy("gr2", env_id, env_kwargs, ckpt=str(run_dir), mode=mode, **policy_options)
+    try:
+        report = evaluate(policy, env, episodes, seed_start, env_kwargs, videos, out_dir, progress)
+    finally:
+        env.close()
+    return report["aggregated"]
+
+
+# ------------------------------------------------------------------------------------------ the command
+def add_arguments(p) -> None:
+    p.add_argument("--ckpt", default=None, help="run folder of a `gr2-sim train --stage action` run (--policy gr2)")
+    p.add_argument("--env", required=True, help="Gymnasium env id, e.g. GR2Sim/Reach-v0 (any installed id works)")
+    p.add_argument("--episodes", type=int, required=True, help="test episodes")
+    p.add_argument("--out", required=True, help="output folder: eval.json and videos/")
+    p.add_argument("--policy", default="gr2", choices=POLICIES, help="gr2 (default), or the expert / random baselines")
+    p.add_argument("--mode", default="head", choices=MODES,
+                   help="action readout: head (1 pass), denoise (DDIM then head), idm (DDIM then --idm)")
+    p.add_argument("--idm", default=None, help="inverse-dynamics run folder (--mode idm)")
+    p.add_argument("--n-action-steps", type=int, default=None, help="actions executed per query (default: T)")
+    p.add_argument("--ddim-steps", type=int, default=10, help="DDIM steps for --mode denoise / idm")
+    p.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
+                   help="ACT temporal ensembling with coefficient M (queries every step)")
+    p.add_argument("--videos", type=int, default=0, help="film the first K episodes (default 0)")
+    p.add_argument("--env-kwargs", default="{}", help="JSON object of gym.make keyword arguments")
+    p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
+    p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    if args.episodes < 1:  # before loading anything
+        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed_start < TEST_SEED_START:
+        raise UserError(f"--seed-start {args.seed_start} is below {TEST_SEED_START}, among the data seeds; "
+                        f"use --seed-start >= {TEST_SEED_START}")
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
+    check_env_id(args.env)
+    options: dict[str, Any] = {"seed": args.seed}
+    if args.policy == "gr2":
+        options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,
+                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm)
+    policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, **options)
+    try:
+        report = evaluate(policy, env, args.episodes, args.seed_start, env_kwargs, args.videos, args.out,
+                          progress=not args.no_progress)
+    finally:
+        env.close()
+    agg = report["aggregated"]
+    low, high = agg["success_ci95"]
+    lat = agg["query_latency_ms"]
+    latency = f"query latency median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat["n"] else "no queries"
+    print(f"{report['config']['env_id']}: success {agg['successes']}/{agg['episodes']} = {agg['success_rate']:.0%} "
+          f"(95% CI {low:.0%}-{high:.0%}), mean length {agg['mean_length']:.1f}, {latency} -> {Path(args.out) / 'eval.json'}")
+    return 0

@@ -9,6 +9,7 @@ deviation to every action (then clipped to [-1, 1]): the stored demonstration is
 from __future__ import annotations
 
 import numpy as np
+
 from envs.base import MAX_DPOS, MAX_DROT, wrap_angle
 from envs.objects import CUBE_HALF
 
@@ -42,9 +43,16 @@ class ScriptedExpert:
 
     # ---------------------------------------------------------------- helpers
     def move(self, target, grip: float, yaw: float | None = None, speed: float = 1.0) -> np.ndarray:
-        """Action that moves the fingertip centre toward ``target`` (m) and the yaw toward ``yaw`` (rad)."""
+        """Action that moves the fingertip centre toward ``target`` (m) and the yaw toward ``yaw`` (rad).
+
+        It also levels the jaw (undoes roll and pitch): with action noise they drift, and a tilted jaw
+        presses one fingertip into the table.
+        """
         action = np.zeros(7)
         action[:3] = np.clip((np.asarray(target) - self.env.tcp_pos) / MAX_DPOS, -speed, speed)
+        rot = self.env.data.body("gripper").xmat.reshape(3, 3)
+        roll, pitch = np.arctan2(rot[2, 1], rot[2, 2]), -np.arcsin(np.clip(rot[2, 0], -1.0, 1.0))
+        action[3:5] = np.clip(-np.array([roll, pitch]) / MAX_DROT, -1.0, 1.0)
         if yaw is not None:
             action[5] = np.clip(wrap_angle(yaw - self.env.gripper_yaw) / MAX_DROT, -1.0, 1.0)
         action[6] = grip
@@ -211,14 +219,6 @@ class RopeExpert(ScriptedExpert):
             return False
         rel = self.env.segment_positions() - self.env.tcp_pos
         return bool(np.any((np.linalg.norm(rel[:, :2], axis=1) < 0.025) & (np.abs(rel[:, 2]) < 0.03)))
-
-    def move(self, target, grip: float, yaw: float | None = None, speed: float = 1.0) -> np.ndarray:
-        """As :meth:`ScriptedExpert.move`, and level the jaw (undo any roll and pitch)."""
-        action = super().move(target, grip, yaw, speed)
-        rot = self.env.data.body("gripper").xmat.reshape(3, 3)
-        roll, pitch = np.arctan2(rot[2, 1], rot[2, 2]), -np.arcsin(np.clip(rot[2, 0], -1.0, 1.0))
-        action[3:5] = np.clip(-np.array([roll, pitch]) / MAX_DROT, -1.0, 1.0)
-        return action
 
     def plan(self) -> np.ndarray:
         env = self.env

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+
 from envs.pick_place import PickPlaceEnv
 from envs.push import PushEnv
 from envs.reach import ReachEnv

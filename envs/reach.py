@@ -27,7 +27,7 @@ class ReachEnv(TabletopEnv):
 
     def reset_task(self) -> None:
         colors = self.np_random.choice(len(COLORS), size=N_CUBES, replace=False)
-        for i, (xy, c) in enumerate(zip(self.sample_positions(N_CUBES, 0.08), colors)):
+        for i, (xy, c) in enumerate(zip(self.sample_positions(N_CUBES, 0.08), colors, strict=False)):
             self.set_free_body(f"cube{i}_joint", [xy[0], xy[1], CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
             self.set_geom_color(f"cube{i}", COLORS[c])
         self.target = f"cube{int(self.np_random.integers(N_CUBES))}"

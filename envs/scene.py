@@ -63,7 +63,7 @@ def scene_xml(bodies: str, *, model_name: str = "tabletop", extra_assets: str = 
     <geom solref="0.008 1" solimp="0.95 0.99 0.001" friction="0.5 0.01 0.0005"/>
   </default>
   <worldbody>
-    
+
     <geom name="floor" type="box" pos="0 0 -0.4" size="2 2 0.01" rgba="0.25 0.25 0.28 1"/>
     <geom name="table" type="box" pos="0 0 -0.02" size="{tx} {ty} 0.02" material="table"/>
     {CAMERA_XML}

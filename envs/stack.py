@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from envs.base import TabletopEnv
 from envs.objects import CUBE_HALF, cube
 

@@ -37,10 +37,11 @@ def machine() -> str:
 
 
 def bench_env(tasks: list[str], steps: int) -> list[dict]:
-    import envs  # noqa: F401  (registers the ids; sets MUJOCO_GL)
     import gymnasium as gym
     import mujoco
     import numpy as np
+
+    import envs  # noqa: F401  (registers the ids; sets MUJOCO_GL)
 
     rows = []
     for task in tasks:
@@ -75,9 +76,10 @@ def bench_env(tasks: list[str], steps: int) -> list[dict]:
 
 
 def bench_experts(tasks: list[str], seeds: int, seed_start: int, noise: float) -> list[dict]:
-    import envs
     import gymnasium as gym
     from tqdm import tqdm
+
+    import envs
 
     rows = []
     for task in tasks:

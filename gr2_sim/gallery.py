@@ -28,8 +28,9 @@ def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 def expert_frames(task: str, seed: int, n: int, image_size: int = 64) -> tuple[list[np.ndarray], str]:
     """``n`` observation frames spread evenly over one expert episode, and its instruction."""
-    import envs
     import gymnasium as gym
+
+    import envs
 
     env = gym.make(f"GR2Sim/{task}-v0", image_size=image_size)
     expert = envs.make_expert(env)

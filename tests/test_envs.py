@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import envs
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+
+import envs
 
 TASK_IDS = [i for i in envs.ENV_IDS]
 

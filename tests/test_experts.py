@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import envs
 import gymnasium as gym
 import numpy as np
 import pytest
+
+import envs
 
 TASKS = ["Reach", "Push", "PickPlace", "Stack", "Rope", "MultiTask"]
 

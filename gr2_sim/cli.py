@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("gr2_sim.data", "summarise dataset files: kind, env, episodes, frames, splits"),
     "train": ("gr2_sim.train", "train one phase: video | robot-video | action"),
     "eval": ("gr2_sim.evaluate", "roll a policy out on test seeds: success rate with 95% CI, latency, videos"),
+    "sweep": ("gr2_sim.sweep", "success vs number of demos, with and without video pre-training"),
     "quickstart": ("gr2_sim.quickstart", "the whole pipeline on small defaults: data, three phases, report"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
 }

@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=2000, help="synthetic clips for phase 1")
     p.add_argument("--robot-episodes", type=int, default=500, help="robot video episodes for phase 2")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")
+    p.add_argument("--videos", type=int, default=2, help="rollout videos per run (first episodes)")
     p.add_argument("--mode", default="head", help="policy readout: head | denoise")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per cell")
     p.add_argument("--preset", default="small")
@@ -88,7 +89,8 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
         train_if_needed(run, stage="action", data=str(paths["demos"]), demos=n, steps=args.steps,
                         batch_size=args.batch_size, seed=seed, device=args.device,
                         preset=None if init else args.preset, init=init)
-        evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out=run / "eval", device=args.device)
+        evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
+                     videos=args.videos)
     result = json.loads(eval_json.read_text())["aggregated"]
     return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
 

@@ -20,7 +20,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.text import DEFAULT_VOCAB_SIZE
 
 SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("eps", "v")
+PREDICTIONS = ("x0", "eps", "v")
 POS_EMBEDS = ("sincos", "learned")
 
 
@@ -54,7 +54,10 @@ class ModelConfig:
     # diffusion
     diffusion_steps: int = 100  # K: training noise levels t = 0 .. K-1
     schedule: str = "cosine"  # beta schedule: "cosine" (Nichol & Dhariwal) or "linear" (DDPM)
-    prediction: str = "eps"  # the video head predicts "eps" (the noise) or "v" (velocity)
+    # the video head predicts "x0" (the clean frames), "eps" (the noise) or "v" (velocity). x0 by default: a
+    # 16x16x3 patch (768 numbers) of pure noise cannot pass through a 128-wide token, clean frames can
+    # (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"); measured in docs/results.md
+    prediction: str = "x0"
 
     def __post_init__(self) -> None:
         positive = (

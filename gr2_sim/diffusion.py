@@ -62,7 +62,9 @@ class Diffusion:
         return _per_sample(self.sqrt_ab, t, x0) * x0 + _per_sample(self.sqrt_1m_ab, t, x0) * noise
 
     def training_targets(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the video head regresses: eps, or v = sqrt(a_t) eps - sqrt(1 - a_t) x0. Shape of x0."""
+        """What the video head regresses: x0 (the clean frames), eps, or v = sqrt(a_t) eps - sqrt(1 - a_t) x0."""
+        if self.prediction == "x0":
+            return x0
         if self.prediction == "eps":
             return noise
         return _per_sample(self.sqrt_ab, t, x0) * noise - _per_sample(self.sqrt_1m_ab, t, x0) * x0
@@ -74,9 +76,14 @@ class Diffusion:
     def predict_x0_eps(
         self, x_t: torch.Tensor, t: torch.Tensor, model_out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, eps) implied by the model's eps or v prediction at x_t; x0 clamped to [-1, 1], eps made consistent."""
+        """(x0, eps) implied by the model's x0, eps or v prediction at x_t; x0 clamped to [-1, 1], eps consistent."""
         a, s = _per_sample(self.sqrt_ab, t, x_t), _per_sample(self.sqrt_1m_ab, t, x_t)
-        x0 = (x_t - s * model_out) / a if self.prediction == "eps" else a * x_t - s * model_out
+        if self.prediction == "x0":
+            x0 = model_out
+        elif self.prediction == "eps":
+            x0 = (x_t - s * model_out) / a
+        else:
+            x0 = a * x_t - s * model_out
         x0 = x0.clamp(-1, 1)
         return x0, (x_t - a * x0) / s
 

@@ -43,7 +43,7 @@ def test_schedules_go_from_clean_to_pure_noise(betas):
     assert alpha_bar[0] > 0.99 and alpha_bar[-1] < 1e-3
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["x0", "eps", "v"])
 def test_targets_invert_to_x0_and_eps(prediction):
     diffusion = Diffusion(make_config("tiny", prediction=prediction))
     x0 = torch.rand(4, 2, 3, 8, 8) * 2 - 1
@@ -106,21 +106,21 @@ def test_head_actions_is_one_forward_pass(setup):
     assert len(calls) == 2 and a.shape == (2, 2, 4) and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["x0", "eps", "v"])
 def test_ddim_with_an_oracle_denoiser_recovers_the_clean_frames(prediction):
     cfg = make_config("tiny", img_size=16, patch_size=8, prediction=prediction)
     diffusion = Diffusion(cfg)
     x0 = torch.rand(2, cfg.n_future, 3, 16, 16) * 1.8 - 0.9
 
     class Oracle(torch.nn.Module):
-        """Predicts the exact eps (or v) that maps x_t back to the known x0."""
+        """Predicts the exact x0 (or eps, or v) that maps x_t back to the known x0."""
 
         config = cfg
 
         def forward(self, cond_frame, x_t, t, text_tokens, state):
             ab = diffusion.alpha_bar[t].view(-1, 1, 1, 1, 1)
             eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-            out = eps if prediction == "eps" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+            out = {"x0": x0, "eps": eps, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[prediction]
             return {"video_pred": out, "actions": torch.zeros(2, cfg.n_future, cfg.action_dim)}
 
     for steps, eta in [(5, 0.0), (20, 1.0), (1, 0.0)]:

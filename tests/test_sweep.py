@@ -39,3 +39,16 @@ def test_sweep_resumes_after_a_missing_cell(tmp_path):
     assert main(sweep_args(out)) == 0
     assert victim.exists()
     assert (out / "runs" / "phase1" / "trainer_state.pt").stat().st_mtime_ns == before
+
+
+def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--out", str(out), "--env", "GR2Sim/Reach-v0", "--demos", "3", "--steps", "2",
+            "--pretrain-steps", "2", "2", "--clips", "3", "--robot-episodes", "3", "--episodes", "1",
+            "--preset", "tiny", "--workers", "1"]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    assert "| demos | variant |" in report and "success_vs_demos.png" in report
+    assert (out / "losses.png").exists() and (out / "success_vs_demos.png").exists()
+    assert any((out / "videos").iterdir())
+    assert main(argv) == 0  # a rerun finds everything done

@@ -56,7 +56,7 @@ GRIPPER_XML = f"""
   <freejoint name="gripper_free"/>
   <inertial pos="0 0 0" mass="0.4" diaginertia="0.002 0.002 0.002"/>
   <geom name="palm" type="box" size="0.055 0.016 0.01" rgba="0.3 0.3 0.32 1"/>
-  <geom name="wrist" type="cylinder" pos="0 0 0.035" size="0.018 0.025" rgba="0.45 0.45 0.48 1" contype="0" conaffinity="0"/>
+  <geom name="wrist" type="box" pos="0 0 0.035" size="0.016 0.016 0.025" rgba="0.45 0.45 0.48 1" contype="0" conaffinity="0"/>
   <site name="tcp" pos="0 0 {-TCP_OFFSET}" size="0.004" rgba="1 1 1 0"/>
   <body name="finger_l" pos="0 0 0" gravcomp="1">
     <joint name="finger_l" type="slide" axis="-1 0 0" range="0 {MAX_FINGER}" damping="2" armature="0.01"/>

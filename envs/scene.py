@@ -51,7 +51,7 @@ def scene_xml(bodies: str, *, model_name: str = "tabletop", extra_assets: str = 
   <option timestep="{PHYSICS_TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="5"/>
   <visual>
     <global offwidth="{offscreen}" offheight="{offscreen}"/>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="6"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
   </visual>
   <asset>

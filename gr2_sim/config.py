@@ -56,7 +56,8 @@ class ModelConfig:
     schedule: str = "cosine"  # beta schedule: "cosine" (Nichol & Dhariwal) or "linear" (DDPM)
     # the video head predicts "x0" (the clean frames), "eps" (the noise) or "v" (velocity). x0 by default: a
     # 16x16x3 patch (768 numbers) of pure noise cannot pass through a 128-wide token, clean frames can
-    # (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"); measured in docs/results.md
+    # (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"). On 200 PickPlace demos the
+    # eps loss stalled at 0.87 (predicting zero gives 1.0) while x0 reached 0.014 held-out MSE
     prediction: str = "x0"
 
     def __post_init__(self) -> None:

@@ -90,7 +90,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
                         batch_size=args.batch_size, seed=seed, device=args.device,
                         preset=None if init else args.preset, init=init)
         evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
-                     videos=args.videos)
+                     videos=args.videos, progress=True)
     result = json.loads(eval_json.read_text())["aggregated"]
     return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
 

@@ -41,7 +41,8 @@ def bench_env(tasks: list[str], steps: int) -> list[dict]:
     import mujoco
     import numpy as np
 
-    import envs  # noqa: F401  (registers the ids; sets MUJOCO_GL)
+    import envs  # noqa: F401  (registers the ids; run() imported it before mujoco, which sets MUJOCO_GL)
+    from envs.base import SUBSTEPS
 
     rows = []
     for task in tasks:
@@ -66,7 +67,7 @@ def bench_env(tasks: list[str], steps: int) -> list[dict]:
         t_render = (time.perf_counter() - t0) / steps
         t0 = time.perf_counter()
         for _ in range(max(steps // 5, 20)):
-            mujoco.mj_step(env.model, env.data, nstep=25)
+            mujoco.mj_step(env.model, env.data, nstep=SUBSTEPS)
         t_physics = (time.perf_counter() - t0) / max(steps // 5, 20)
         rows.append({"task": task, "steps_per_s": steps / t_step, "ms_per_step": 1e3 * t_step / steps,
                      "render_ms": 1e3 * t_render, "physics_ms": 1e3 * t_physics,

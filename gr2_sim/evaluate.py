@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from tqdm import tqdm
 
@@ -210,11 +211,13 @@ def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "h
 
     ``policy_options``: n_action_steps, ddim_steps, temporal_ensemble, device, idm_run, seed.
     """
+    threads = torch.get_num_threads()  # loading a policy tunes torch's threads for batch-1 inference
     policy, env = make_policy("gr2", env_id, env_kwargs, ckpt=str(run_dir), mode=mode, **policy_options)
     try:
         report = evaluate(policy, env, episodes, seed_start, env_kwargs, videos, out_dir, progress)
     finally:
         env.close()
+        torch.set_num_threads(threads)  # a sweep trains again in this process: give training its threads back
     return report["aggregated"]
 
 

@@ -161,3 +161,22 @@ def test_bad_input_exits_2_with_one_line(run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "out" / "eval.json").exists()
+
+
+
+def test_evaluate_run_gives_torch_threads_back(demo_file, tmp_path):
+    """A sweep trains again after evaluating: evaluation must not leave torch on fewer threads."""
+    import torch
+
+    from gr2_sim.evaluate import evaluate_run
+    from gr2_sim.train import TrainConfig, train
+
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "r"), preset="tiny",
+                            steps=2, batch_size=2, progress=False))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        evaluate_run(run, "GR2Sim/Reach-v0", episodes=1, num_threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

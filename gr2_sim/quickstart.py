@@ -71,7 +71,8 @@ def write_report(out: Path, argv: list[str], wall_s: float) -> Path:
              f"(pieces done earlier are skipped).", "",
              (out / "results.md").read_text().split("\n", 2)[2], "![success vs demos](success_vs_demos.png)", "",
              "## Losses", "", f"![losses]({losses.name})", "", "## Rollouts", "",
-             "Left: the camera; right: the model's predicted future frames at each query.", ""]
+             "The camera view of the first test episode of each run (with `gr2-sim eval --mode denoise` the "
+             "model's predicted future frames are drawn beside it).", ""]
     for row in results["rows"]:
         videos = sorted((Path(row["run"]) / "eval" / "videos").glob("*"))
         if videos:

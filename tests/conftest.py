@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from gr2_sim.data import DatasetWriter, Episode
 
@@ -44,3 +45,12 @@ def demo_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def video_file(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data") / "synth.hdf5", kind="synthetic", state_dim=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and OpenMP spin-waits badly when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

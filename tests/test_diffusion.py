@@ -10,13 +10,7 @@ from gr2_sim.diffusion import Diffusion, cosine_betas, linear_betas
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

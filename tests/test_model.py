@@ -11,14 +11,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.model import Attention, VideoActionDiT, patchify, unpatchify
 from gr2_sim.reference_model import ReferenceDiT
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and OpenMP spin-waits badly when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_inputs(cfg: ModelConfig, B: int = 2, seed: int = 0) -> dict:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gr2_sim.data import TEST_SEED_START, DatasetWriter, Episode
+from gr2_sim.data import COMMIT_EVERY, TEST_SEED_START, DatasetWriter, Episode
 from gr2_sim.errors import UserError
 from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env
 
@@ -257,6 +257,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-attempts", type=int, default=None,
                         help="give up after this many attempts in all (default: 5 * episodes + 20)")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
+    parser.add_argument("--commit-every", type=float, default=COMMIT_EVERY, metavar="SECONDS",
+                        help="save finished episodes to FILE at least this often (a hard kill loses at most this much)")
 
 
 def check_common(args, count_name: str, count: int) -> None:
@@ -269,6 +271,8 @@ def check_common(args, count_name: str, count: int) -> None:
         raise UserError(f"--image-size must be at least 8 pixels, got {args.image_size}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if not args.commit_every >= 0:
+        raise UserError(f"--commit-every must be a number of seconds >= 0, got {args.commit_every}")
 
 
 def check_seed_range(seed: int, attempts: int) -> None:
@@ -294,7 +298,7 @@ def run(args) -> int:
     config["keep_failures"] = bool(args.keep_failures)
     writer = DatasetWriter(args.out, env_id=args.env, env_kwargs=spec.env_kwargs, image_size=args.image_size,
                            kind="demos" if spec.store_actions else "robot_video", config=config,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, commit_every=args.commit_every)
     with writer, StopSignals() as stop:
         kept_before, start = writer.total, writer.next_attempt
         if kept_before >= args.episodes:

@@ -18,10 +18,10 @@ Frames and actions: an episode of N transitions stores N + 1 observations ``o_0 
 frame is kept because it is the one that shows the task solved. ``num_samples`` is N (transitions, as in
 robomimic); ``num_frames`` is N + 1. Video-only data follows the same rule (T frames, T - 1 rewards).
 
-Crash safety: the file is only appended to. An episode's group is written and flushed, then marked
-``complete``, then ``data.attrs['total']`` is bumped. Opening for append deletes any group without the
-``complete`` mark (an interrupted write) and recounts; the loader skips such groups. Masks are rewritten when
-a writer closes; a file whose writer was killed has none, and the loader derives them by the same rule.
+Crash safety: HDF5 files are not safe to modify in place (a kill mid-write can leave the whole file
+unreadable), so :class:`DatasetWriter` never does: it writes a copy and renames it over the file (see its
+docstring). Every file on disk is whole, masks included. Groups without the ``complete`` mark (left by the
+in-place writer of earlier versions) are skipped by the loader and dropped by the next commit.
 
 Seeds: data collection uses seeds below :data:`TEST_SEED_START`; evaluation uses seeds from it upward.
 """
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,34 +160,56 @@ def _json(obj: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- writer
-class DatasetWriter:
-    """Appends whole episodes to a dataset file; the calling process is the only writer.
+COMMIT_EVERY = 10.0  # seconds: the most work a hard kill can lose (while copies stay cheap, see below)
+MAX_PENDING_BYTES = 512 * 2**20  # raw episode bytes held in memory before a commit is forced
 
-    Opening an existing file resumes it (after discarding a partially written trailing episode) if it was
-    made for the same ``env_id``, ``env_kwargs``, ``kind``, ``image_size`` and ``config``; otherwise a
-    :class:`UserError`, unless ``overwrite`` (which starts a new file). Use as a context manager: closing
-    writes the train/valid masks.
+
+class DatasetWriter:
+    """Adds whole episodes to a dataset file; the calling process is the only writer.
+
+    HDF5 is not crash-safe: a process killed while it modifies a file can leave metadata that points past the
+    end of the file, and then nothing in it can be read. So the file is never modified in place. Episodes are
+    held in memory and *committed*: the file is copied, the new episodes (and fresh train/valid masks) are
+    written to the copy, and the copy is renamed over the file. A reader, or a kill at any moment, sees either
+    the old file or the new one, both whole. Commits happen at ``close`` and whenever ``commit_every`` seconds
+    (and at least four times the last commit's duration, which bounds the copying to a fifth of the run) have
+    passed since the last one (``commit_every=0``: after every episode); a hard kill loses only the uncommitted episodes, which a resumed run (same
+    seeds) makes again.
+
+    Opening an existing file resumes it if it was made for the same ``env_id``, ``env_kwargs``, ``kind``,
+    ``image_size`` and ``config``; otherwise a :class:`UserError`, unless ``overwrite`` (which starts a new
+    file). Use as a context manager.
     """
 
     def __init__(self, path: str | os.PathLike, *, env_id: str, env_kwargs: dict | None = None, kind: str = "demos",
-                 image_size: int = 64, config: dict | None = None, overwrite: bool = False):
+                 image_size: int = 64, config: dict | None = None, overwrite: bool = False,
+                 commit_every: float = COMMIT_EVERY):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.path = Path(path)
         self.kind = kind
         self.image_size = int(image_size)
+        self.commit_every = float(commit_every)
         header = {"env_id": env_id, "env_kwargs": _json(env_kwargs or {}), "kind": kind,
                   "image_size": self.image_size, "config": _json(config or {})}
         if overwrite or not self.path.exists():
             self._create(header)
-        self.file = open_h5(self.path, "r+")
-        try:
-            self.data = _data_group(self.file, self.path)
-            self._check_header(header)
-            self._recover()
-        except BaseException:
-            self.file.close()
-            raise
+        with open_h5(self.path, "r") as f:
+            data = _data_group(f, self.path)
+            self._check_header(data, header)
+            keys = _complete_keys(data)
+            attempts = [int(data[k].attrs.get("attempt", -1)) for k in keys]
+            self.total = len(keys)
+            self._next_index = _demo_index(keys[-1]) + 1 if keys else 0
+            self.next_attempt = max([int(data.attrs["next_attempt"])] + [a + 1 for a in attempts])
+            self._env_id = str(data.attrs["env_id"])
+            self._dims = {name: int(data.attrs[name]) for name in ("state_dim", "action_dim")}
+            self._clean = "mask" in f and len(keys) == sum(k.startswith("demo_") for k in data.keys())
+        self._pending: list[tuple[str, Episode, int]] = []
+        self._pending_bytes = 0
+        self._committed_attempt = self.next_attempt if self._clean else -1
+        self._last_commit, self._commit_seconds = time.monotonic(), 0.0
+        self.closed = False
 
     def _create(self, header: dict) -> None:
         """Write an empty dataset to a temporary name, then rename: a new file appears whole or not at all."""
@@ -196,10 +220,12 @@ class DatasetWriter:
             data.attrs.update(header)
             data.attrs.update({"format_version": FORMAT_VERSION, "total": 0, "next_attempt": 0,
                                "state_dim": -1, "action_dim": -1})
+            for name in ("train", "valid"):
+                f.create_dataset(f"mask/{name}", data=np.array([], dtype="S32"))
         os.replace(tmp, self.path)
 
-    def _check_header(self, header: dict) -> None:
-        attrs = self.data.attrs
+    def _check_header(self, data: h5py.Group, header: dict) -> None:
+        attrs = data.attrs
         found = {k: attrs.get(k) for k in header}
         found["image_size"] = int(found["image_size"]) if found["image_size"] is not None else None
         for k in ("env_kwargs", "config"):  # compare JSON by value, not by spelling
@@ -213,24 +239,6 @@ class DatasetWriter:
             what = "; ".join(f"{k} is {old!r} there, {new!r} here" for k, old, new in diff)
             raise UserError(f"{self.path} was made differently ({what}); pass --overwrite to replace it or "
                             f"choose another --out file")
-
-    def _recover(self) -> None:
-        """Drop episodes whose write never completed, recount, and drop masks (rewritten on close)."""
-        for key in [k for k in self.data.keys() if k.startswith("demo_")]:
-            if not self.data[key].attrs.get("complete", False):
-                del self.data[key]
-        if "mask" in self.file:
-            del self.file["mask"]
-        keys = _complete_keys(self.data)
-        attempts = [int(self.data[k].attrs.get("attempt", -1)) for k in keys]
-        self.total = len(keys)
-        self._next_index = _demo_index(keys[-1]) + 1 if keys else 0
-        self.next_attempt = max([int(self.data.attrs["next_attempt"])] + [a + 1 for a in attempts])
-        self.data.attrs["total"] = self.total
-        self.data.attrs["next_attempt"] = self.next_attempt
-        self.file.flush()
-        self._env_id = str(self.data.attrs["env_id"])
-        self._dims = {name: int(self.data.attrs[name]) for name in ("state_dim", "action_dim")}
 
     def _check_episode(self, ep: Episode) -> None:
         t, s = len(ep.images), self.image_size
@@ -250,70 +258,93 @@ class DatasetWriter:
                 raise ValueError(f"{name} {dim} differs from the {known} of the episodes already in {self.path}")
 
     def append(self, ep: Episode, attempt: int | None = None) -> str:
-        """Write one episode completely, then mark it complete; returns its key. ``attempt`` is recorded so a
-        resumed run knows where to continue."""
+        """Queue one episode for the next commit and return its key. ``attempt`` is recorded so a resumed run
+        knows where to continue."""
+        if self.closed:
+            raise ValueError(f"{self.path}: the writer is closed")
         self._check_episode(ep)
-        key, t = f"demo_{self._next_index}", len(ep.images)
-        group = self.data.create_group(key)
-        try:
-            obs = group.create_group("obs")
-            obs.create_dataset("image", data=ep.images, chunks=(1, *ep.images.shape[1:]),
-                               compression="gzip", compression_opts=IMAGE_COMPRESSION)
-            obs.create_dataset("state", data=np.asarray(ep.states, np.float32))
-            if ep.actions is not None:
-                group.create_dataset("actions", data=np.asarray(ep.actions, np.float32))
-            group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float32))
-            group.create_dataset("dones", data=np.asarray(ep.dones, np.uint8))
-            group.attrs.update({"num_samples": t - 1, "num_frames": t, "instruction": ep.instruction,
-                                "env_id": self._env_id, "seed": int(ep.seed), "success": bool(ep.success),
-                                "attempt": -1 if attempt is None else int(attempt)})
-            for name, value in ep.extra_attrs.items():  # HDF5 attributes must stay under 64 KB: long text
-                if isinstance(value, str) and len(value) > MAX_ATTR_CHARS:  # becomes a scalar string dataset
-                    group.create_dataset(name, data=value)
-                else:
-                    group.attrs[name] = value
-            self.file.flush()
-            group.attrs["complete"] = True
-        except BaseException:  # e.g. Ctrl-C mid-write: leave no half episode behind
-            del self.data[key]
-            self.file.flush()
-            raise
+        key = f"demo_{self._next_index}"
+        if self.total == 0:
+            self._dims = {"state_dim": ep.states.shape[1], "action_dim": -1 if ep.actions is None else ep.actions.shape[1]}
+        self._pending.append((key, ep, -1 if attempt is None else int(attempt)))
+        self._pending_bytes += ep.images.nbytes + ep.states.nbytes
         self.total += 1
         self._next_index += 1
-        if self.total == 1:
-            self._dims = {"state_dim": ep.states.shape[1], "action_dim": -1 if ep.actions is None else ep.actions.shape[1]}
-            self.data.attrs.update(self._dims)
-        self.data.attrs["total"] = self.total
         self.record_attempt(attempt)
         return key
 
     def record_attempt(self, attempt: int | None) -> None:
-        """Note that ``attempt`` is done (kept or not): a resumed run starts after it."""
+        """Note that ``attempt`` is done (kept or not): a resumed run starts after it. Commits when one is due."""
         if attempt is not None:
             self.next_attempt = max(self.next_attempt, int(attempt) + 1)
-            self.data.attrs["next_attempt"] = self.next_attempt
-        self.file.flush()
+        waited = time.monotonic() - self._last_commit
+        due = self.commit_every == 0 or waited >= max(self.commit_every, 4 * self._commit_seconds)
+        if due or self._pending_bytes >= MAX_PENDING_BYTES:
+            self.commit()
 
-    def write_masks(self) -> None:
-        if "mask" in self.file:
-            del self.file["mask"]
-        splits = split_keys(_complete_keys(self.data))
-        for name, keys in splits.items():
-            self.file.create_dataset(f"mask/{name}", data=np.array([k.encode() for k in keys], dtype="S32"))
-        self.file.flush()
+    def commit(self) -> None:
+        """Write everything queued: copy the file, add to the copy, rename it over the file."""
+        if not self._pending and self.next_attempt == self._committed_attempt:
+            return
+        t0 = time.monotonic()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "r+") as f:
+                data = f["data"]
+                for key in [k for k in data.keys() if k.startswith("demo_")]:  # a file from an older writer
+                    if not data[key].attrs.get("complete", False):
+                        del data[key]
+                for key, ep, attempt in self._pending:
+                    _write_episode(data.create_group(key), ep, attempt, self._env_id)
+                data.attrs.update(self._dims)
+                data.attrs["total"] = self.total
+                data.attrs["next_attempt"] = self.next_attempt
+                if "mask" in f:
+                    del f["mask"]
+                for name, keys in split_keys(_complete_keys(data)).items():
+                    f.create_dataset(f"mask/{name}", data=np.array([k.encode() for k in keys], dtype="S32"))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._pending, self._pending_bytes = [], 0
+        self._committed_attempt = self.next_attempt
+        self._last_commit = time.monotonic()
+        self._commit_seconds = self._last_commit - t0
 
     def close(self) -> None:
-        if self.file.id.valid:
-            try:
-                self.write_masks()
-            finally:
-                self.file.close()
+        if not self.closed:
+            self.closed = True
+            self.commit()
 
     def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _write_episode(group: h5py.Group, ep: Episode, attempt: int, env_id: str) -> None:
+    t = len(ep.images)
+    obs = group.create_group("obs")
+    obs.create_dataset("image", data=ep.images, chunks=(1, *ep.images.shape[1:]),
+                       compression="gzip", compression_opts=IMAGE_COMPRESSION)
+    obs.create_dataset("state", data=np.asarray(ep.states, np.float32))
+    if ep.actions is not None:
+        group.create_dataset("actions", data=np.asarray(ep.actions, np.float32))
+    group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float32))
+    group.create_dataset("dones", data=np.asarray(ep.dones, np.uint8))
+    group.attrs.update({"num_samples": t - 1, "num_frames": t, "instruction": ep.instruction, "env_id": env_id,
+                        "seed": int(ep.seed), "success": bool(ep.success), "attempt": attempt})
+    for name, value in ep.extra_attrs.items():  # HDF5 attributes must stay under 64 KB: long text
+        if isinstance(value, str) and len(value) > MAX_ATTR_CHARS:  # becomes a scalar string dataset
+            group.create_dataset(name, data=value)
+        else:
+            group.attrs[name] = value
+    group.attrs["complete"] = True
 
 
 # ----------------------------------------------------------------------------- reading

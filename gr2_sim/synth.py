@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gr2_sim.collect import OrderedPool, StopSignals, check_common, check_seed_range
-from gr2_sim.data import DatasetWriter, Episode
+from gr2_sim.data import COMMIT_EVERY, DatasetWriter, Episode
 from gr2_sim.errors import UserError
 
 SYNTH_ENV_ID = "envs.synthetic"  # stands in for an env id in the file's attrs
@@ -67,6 +67,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed SEED + i")
     parser.add_argument("--image-size", type=int, default=64, help="frame size in pixels (square)")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
+    parser.add_argument("--commit-every", type=float, default=COMMIT_EVERY, metavar="SECONDS",
+                        help="save finished episodes to FILE at least this often (a hard kill loses at most this much)")
 
 
 def run(args) -> int:
@@ -77,7 +79,8 @@ def run(args) -> int:
     spec = SynthSpec(frames=args.frames, image_size=args.image_size, seed=args.seed)
     ClipRunner(spec)  # fail here, before touching the file, if the generator is missing
     writer = DatasetWriter(args.out, env_id=SYNTH_ENV_ID, env_kwargs={"frames": args.frames}, kind="synthetic",
-                           image_size=args.image_size, config={"seed": args.seed}, overwrite=args.overwrite)
+                           image_size=args.image_size, config={"seed": args.seed}, overwrite=args.overwrite,
+                           commit_every=args.commit_every)
     with writer, StopSignals() as stop:
         before, start = writer.total, writer.next_attempt
         if before >= args.clips:

@@ -216,7 +216,8 @@ def _wait_for_size(path: Path, size: int, proc: subprocess.Popen, timeout: float
 
 def test_killed_collect_resumes_to_the_same_file_as_an_uninterrupted_run(tmp_path):
     n, out, ref = 20, tmp_path / "resumed.hdf5", tmp_path / "reference.hdf5"
-    args = ["--env", REACH, "--episodes", str(n), "--expert", expert("slow_reach_expert"), "--seed", "100"]
+    args = ["--env", REACH, "--episodes", str(n), "--expert", expert("slow_reach_expert"), "--seed", "100",
+            "--commit-every", "0"]  # save after every episode, so the kills below land mid-commit too
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent)]))
     command = [sys.executable, "-m", "gr2_sim.cli", "collect", *args, "--out", str(out), "--workers", "2"]
 

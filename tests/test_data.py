@@ -155,3 +155,40 @@ def test_split_rule():
     assert split_keys(keys[:4]) == {"train": keys[:3], "valid": ["demo_3"]}
     assert split_keys(keys[:1]) == {"train": keys[:1], "valid": []}
     assert TEST_SEED_START == 1_000_000
+
+
+def test_a_commit_that_fails_midway_leaves_the_file_as_it_was(tmp_path, episodes, monkeypatch):
+    path = tmp_path / "d.hdf5"
+    write(path, episodes[:2])
+    before = path.read_bytes()
+    import gr2_sim.data as data_module
+    real = data_module._write_episode
+    calls = []
+
+    def crash_on_second(group, *args):
+        calls.append(group.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # e.g. a second Ctrl-C in the middle of writing
+        real(group, *args)
+
+    w = DatasetWriter(path, env_id="Test-v0", env_kwargs={"a": 1}, image_size=SIZE, commit_every=3600)
+    w.append(episodes[2], attempt=2)
+    w.append(episodes[3], attempt=3)
+    monkeypatch.setattr(data_module, "_write_episode", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        w.commit()
+    assert path.read_bytes() == before and not path.with_name(path.name + ".tmp").exists()
+    assert load_episodes(path, split="all").num_episodes == 2
+    monkeypatch.setattr(data_module, "_write_episode", real)
+    w.close()  # nothing queued was lost
+    data = load_episodes(path, split="all")
+    assert data.num_episodes == 4
+    np.testing.assert_array_equal(data.episode(3)["images"], episodes[3].images)
+
+
+def test_commit_every_zero_saves_each_episode_as_it_comes(tmp_path, episodes):
+    path = tmp_path / "d.hdf5"
+    with DatasetWriter(path, env_id="Test-v0", env_kwargs={"a": 1}, image_size=SIZE, commit_every=0) as w:
+        for i, ep in enumerate(episodes[:3]):
+            w.append(ep, attempt=i)
+            assert load_episodes(path, split="all").num_episodes == i + 1  # readable mid-run, masks included

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("gr2_sim.sweep", "success vs number of demos, with and without video pre-training"),
     "quickstart": ("gr2_sim.quickstart", "the whole pipeline on small defaults: data, three phases, report"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
+    "experiment": ("gr2_sim.experiments", "the lesson's studies: loss-correlation | transfer | attention | "
+                   "head-vs-idm | physics-probes"),
 }
 
 

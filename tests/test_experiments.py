@@ -1,0 +1,167 @@
+"""`gr2-sim experiment NAME`: every experiment end to end on tiny sizes, its resume, and the statistics it uses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gr2_sim.cli import main
+from gr2_sim.experiments import common
+from gr2_sim.experiments.loss_correlation import schedule
+from gr2_sim.experiments.transfer import demos_to_reach, sample_efficiency
+
+TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "1"]
+MACHINE_KEYS = {"platform", "cpu_count", "torch"}
+
+
+def summary(out):
+    s = json.loads((out / "summary.json").read_text())
+    assert s["command"].startswith(f"gr2-sim experiment {s['experiment']} --out {out}")
+    assert s["wall_time_s"] > 0 and MACHINE_KEYS <= set(s["machine"])
+    for name in s["figures"]:
+        assert (out / name).stat().st_size > 1000
+    return s
+
+
+def stamps(out, *patterns):
+    return {p: p.stat().st_mtime_ns for pattern in patterns for p in out.rglob(pattern)}
+
+
+def test_loss_correlation_end_to_end_and_resume(demo_file, tmp_path, one_torch_thread):
+    out = tmp_path / "lc"
+    argv = ["experiment", "loss-correlation", "--out", str(out), "--data", str(demo_file), "--demos", "6",
+            "--steps", "9", "--checkpoints", "3", "--val-per-checkpoint", "1", "--episodes", "1", *TINY]
+    assert main(argv) == 0
+    s = summary(out)
+    assert [c["step"] for c in s["checkpoints"]] == [3, 6, 9]
+    for c in s["checkpoints"]:
+        assert 0 <= c["success_rate"] <= 1 and c["val_video_mse"] > 0 and c["val_action_mse"] > 0
+    corr = s["correlations"]
+    assert corr["held_out_curves"]["val_video_mse_vs_val_action_mse"]["n"] == 3
+    r = corr["training_curves"]["video_loss_vs_action_loss"]
+    assert r["n"] == 3 and all(v is None or -1 <= v <= 1 for v in (r["pearson"], r["spearman"]))
+    assert set(corr["across_checkpoints"]) == {"val_video_mse_vs_val_action_mse", "val_video_mse_vs_success_rate",
+                                               "val_action_mse_vs_success_rate"}
+    # the kept checkpoint of the last step holds the run's final EMA weights
+    from gr2_sim import checkpoint as ckpt
+
+    last, final = ckpt.load_weights(out / "checkpoints" / "step_000009"), ckpt.load_weights(out / "runs" / "phase3")
+    assert all(np.array_equal(last[k].numpy(), final[k].numpy()) for k in final)
+    before = stamps(out, "eval.json", "trainer_state.pt")
+    assert main(argv) == 0  # finished pieces are skipped
+    assert stamps(out, "eval.json", "trainer_state.pt") == before
+
+
+def test_transfer_end_to_end(tmp_path, one_torch_thread):
+    out = tmp_path / "transfer"
+    argv = ["experiment", "transfer", "--out", str(out), "--env", "GR2Sim/Reach-v0", "--demos", "2", "4",
+            "--steps", "2", "--pretrain-steps", "2", "2", "--clips", "3", "--robot-episodes", "3", "--episodes", "1",
+            *TINY]
+    assert main(argv) == 0
+    s = summary(out)
+    assert {(c["variant"], c["demos"]) for c in s["cells"]} == {(v, n) for v in ("scratch", "pretrained")
+                                                                for n in (2, 4)}
+    assert all(c["success_ci95"][0] <= c["success_rate"] <= c["success_ci95"][1] for c in s["cells"])
+    assert [d["demos"] for d in s["pretrained_minus_scratch"]] == [2, 4]
+    assert all(-1 <= d["ci95"][0] <= d["difference"] <= d["ci95"][1] <= 1 for d in s["pretrained_minus_scratch"])
+    assert s["sample_efficiency"]["status"] in ("reached", "not reached", "no gain measurable")
+    assert (out / "sweep" / "results.json").exists()
+
+
+def test_attention_end_to_end(demo_file, video_file, tmp_path, one_torch_thread):
+    out = tmp_path / "att"
+    argv = ["experiment", "attention", "--out", str(out), "--data", str(demo_file), "--synth-data", str(video_file),
+            "--demos", "6", "--steps", "2", "--pretrain-steps", "2", "--windows", "4", "--noise-levels", "0.5", "1.0",
+            *TINY]
+    assert main(argv) == 0
+    s = summary(out)
+    assert set(s["models"]) == {"pretrained", "scratch"}
+    assert s["models"]["pretrained"]["init"] is not None and s["models"]["scratch"]["init"] is None
+    for model in s["models"].values():
+        assert len(model["levels"]) == 2
+        level = model["levels"][0]
+        within = np.array(level["within_frame"])  # (layers, heads)
+        assert within.shape == (model["layers"], model["heads"]) and np.all((within >= 0) & (within <= 1))
+        assert level["uniform_within_frame"] == pytest.approx(1 / level["frames"])
+        readout = np.array(level["readout_frames"])  # (layers, T, F): each query frame's mass sums to 1
+        assert np.allclose(readout.sum(-1), 1, atol=1e-4)
+
+
+def test_head_vs_idm_end_to_end(demo_file, tmp_path, one_torch_thread):
+    out = tmp_path / "hvi"
+    argv = ["experiment", "head-vs-idm", "--out", str(out), "--data", str(demo_file), "--demos", "6",
+            "--steps", "2", "--idm-steps", "2", "--windows", "6", "--ddim-steps", "2", "--episodes", "1", *TINY]
+    assert main(argv) == 0
+    s = summary(out)
+    assert set(s["action_mse"]) == {"head", "denoise", "idm_generated", "idm_real", "generated_frames_mse"}
+    for name in ("head", "denoise", "idm_generated", "idm_real"):
+        e = s["action_mse"][name]
+        assert e["n"] == 6 and e["mean"] >= 0 and e["ci95"][0] <= e["mean"] <= e["ci95"][1] and len(e["per_step"]) == 2
+    assert set(s["rollouts"]) == {"head", "denoise", "idm"}
+    assert all(r["episodes"] == 1 and r["query_latency_ms"]["median"] > 0 for r in s["rollouts"].values())
+    before = stamps(out, "eval.json", "offline.json")
+    assert main(argv) == 0
+    assert stamps(out, "eval.json", "offline.json") == before
+
+
+def test_physics_probes_end_to_end(demo_file, video_file, tmp_path, one_torch_thread):
+    out = tmp_path / "pp"
+    argv = ["experiment", "physics-probes", "--out", str(out), "--data", str(demo_file), "--synth-data",
+            str(video_file), "--demos", "6", "--pretrain-steps", "2", "--robot-steps", "2", "--probes", "2",
+            "--frames", "6", "--ddim-steps", "2", *TINY]
+    assert main(argv) == 0
+    s = summary(out)
+    assert set(s["per_kind"]) == {"occlusion", "unsupported", "wall_bounce"}
+    for models in s["per_kind"].values():
+        for model in ("phase1", "robot_only", "untrained", "copy"):
+            m = models[model]["mask_mse"]
+            assert m["n"] == 2 and 0 <= m["mean"] <= 1
+        assert "phase1_minus_robot_only_mask_mse" in models
+    assert "hidden_mask_mse" in s["per_kind"]["occlusion"]["phase1"]
+    before = stamps(out, "*.npz", "trainer_state.pt")
+    assert main(argv) == 0
+    assert stamps(out, "*.npz", "trainer_state.pt") == before
+    assert json.loads((out / "summary.json").read_text())["per_kind"] == s["per_kind"]
+
+
+def test_bad_input_exits_with_code_2(tmp_path, capsys):
+    assert main(["experiment", "loss-correlation", "--out", str(tmp_path), "--checkpoints", "0"]) == 2
+    assert "--checkpoints must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "no-such-experiment", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_rank_correlation_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
+    assert common.spearman(list(x), list(y)) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert common.pearson(list(x), list(y)) == pytest.approx(stats.pearsonr(x, y).statistic)
+    assert common.pearson([1, 1, 1], [1, 2, 3]) is None and common.spearman([1, 2], [2, 1]) is None
+
+
+def test_sample_efficiency_interpolates_on_log_demos():
+    assert demos_to_reach([(50, 0.1), (200, 0.5)], 0.3) == pytest.approx(100.0)  # halfway in log space
+    assert demos_to_reach([(50, 0.6), (200, 0.8)], 0.3) == 50.0
+    assert demos_to_reach([(50, 0.1), (200, 0.2)], 0.3) is None
+    cells = [{"variant": "scratch", "demos": 50, "success_rate": 0.1},
+             {"variant": "scratch", "demos": 200, "success_rate": 0.5},
+             {"variant": "pretrained", "demos": 50, "success_rate": 0.3}]
+    result = sample_efficiency(cells)
+    assert result["status"] == "reached" and result["gain"] == pytest.approx(2.0)
+    cells[2]["success_rate"] = 0.9
+    assert sample_efficiency(cells)["status"] == "not reached"
+
+
+def test_schedule_puts_held_out_losses_on_every_checkpoint():
+    for steps, checkpoints, per in [(3000, 6, 5), (1000, 7, 5), (9, 3, 1), (10, 20, 5)]:
+        ckpt_every, eval_every = schedule(steps, checkpoints, per)
+        assert ckpt_every % eval_every == 0 and eval_every >= 1
+
+
+def test_summary_json_has_no_nan(tmp_path):
+    assert common.jsonable({"a": math.nan, "b": [np.float32(1.5), math.inf]}) == {"a": None, "b": [1.5, None]}

@@ -149,7 +149,10 @@ def attention_stats(model, batch: dict, fraction: float, seed: int, chunk: int =
                 if example is None:
                     example = out["attention"][-1][0].mean(0).numpy()  # (N, N), last layer, heads averaged
                     if "h" in store:
-                        pool_example = pool_weights(model.action_pool, store["h"][:1])[0].mean(1)  # (T, n)
+                        try:  # reads AttentionPool's internals (norm, kv, query); optional, so never fatal
+                            pool_example = pool_weights(model.action_pool, store["h"][:1])[0].mean(1)  # (T, n)
+                        except (AttributeError, RuntimeError, ValueError):
+                            pool_example = None
     finally:
         if hook is not None:
             hook.remove()

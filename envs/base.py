@@ -31,6 +31,7 @@ Info
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -49,6 +50,9 @@ MAX_FINGER = 0.04  # metres: each finger's travel; the jaw opens to 2 * MAX_FING
 TCP_OFFSET = 0.048  # metres from the gripper body origin down to the fingertip centre
 SUBSTEPS = round(1.0 / (scene.CONTROL_HZ * scene.PHYSICS_TIMESTEP))
 HOME = np.array([0.0, -0.05, 0.18])  # fingertip-centre home position (m)
+# MuJoCo counts these when it meets a NaN/huge state (and resets it): a step that raises one was unstable.
+_BAD_STATE_WARNINGS = [int(mujoco.mjtWarning.mjWARN_BADQACC), int(mujoco.mjtWarning.mjWARN_BADQPOS),
+                       int(mujoco.mjtWarning.mjWARN_BADQVEL)]
 
 GRIPPER_XML = f"""
 <body name="mocap" mocap="true" pos="0 0 0.3"/>
@@ -72,7 +76,7 @@ GRIPPER_XML = f"""
 """
 
 GRIPPER_EXTRA = f"""
-<equality><weld body1="mocap" body2="gripper" solref="0.008 1"/></equality>
+<equality><weld body1="mocap" body2="gripper" solref="{scene.stiffest_solref(scene.PHYSICS_TIMESTEP)}"/></equality>
 <actuator>
   <position name="finger_l" joint="finger_l" kp="300" ctrlrange="0 {MAX_FINGER}" forcerange="-10 10"/>
   <position name="finger_r" joint="finger_r" kp="300" ctrlrange="0 {MAX_FINGER}" forcerange="-10 10"/>
@@ -82,9 +86,9 @@ GRIPPER_EXTRA = f"""
 
 def euler_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """Quaternion (w, x, y, z) of Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
-    cr, sr = np.cos(roll / 2), np.sin(roll / 2)
-    cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
-    cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)  # math, not numpy: scalar numpy calls cost ~1 us each
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
     return np.array([
         cr * cp * cy + sr * sp * sy,
         sr * cp * cy - cr * sp * sy,
@@ -94,7 +98,7 @@ def euler_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
 
 
 def wrap_angle(a: float) -> float:
-    return float((a + np.pi) % (2 * np.pi) - np.pi)
+    return (float(a) + math.pi) % (2 * math.pi) - math.pi
 
 
 class TabletopEnv(gym.Env):
@@ -112,7 +116,8 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.render_size = int(render_size)
         self.model = mujoco.MjModel.from_xml_string(
-            scene.scene_xml(GRIPPER_XML + self.task_xml(), model_name=self.task_name, extra=GRIPPER_EXTRA))
+            scene.scene_xml(GRIPPER_XML + self.task_xml(), model_name=self.task_name, extra=GRIPPER_EXTRA,
+                            extra_assets=self.task_assets()))
         self.data = mujoco.MjData(self.model)
         self._gripper_qadr = self.model.jnt_qposadr[self.model.joint("gripper_free").id]
         self._gripper_dofadr = self.model.jnt_dofadr[self.model.joint("gripper_free").id]
@@ -136,6 +141,10 @@ class TabletopEnv(gym.Env):
     def task_xml(self) -> str:
         """MJCF bodies this task adds to the world body."""
         raise NotImplementedError
+
+    def task_assets(self) -> str:
+        """MJCF assets (meshes) that this task's bodies use; none by default."""
+        return ""
 
     def reset_task(self) -> None:
         """Randomize the episode with ``self.np_random`` (positions, colors) and set ``self.instruction``."""
@@ -186,8 +195,8 @@ class TabletopEnv(gym.Env):
     @property
     def gripper_opening(self) -> float:
         """Finger opening in [0, 1] (0 closed, 1 fully open)."""
-        q = self.data.qpos[self._finger_qadr]
-        return float(np.clip(q.sum() / (2 * MAX_FINGER), 0.0, 1.0))
+        opening = float(self.data.qpos[self._finger_qadr].sum()) / (2 * MAX_FINGER)
+        return min(max(opening, 0.0), 1.0)
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -205,16 +214,17 @@ class TabletopEnv(gym.Env):
         return self._last_obs, self._info()
 
     def step(self, action):
+        # Every line here runs once per control step: plain floats and ndarray methods, not scalar np.* calls.
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (7,):
             raise ValueError(f"action must have 7 values (dx, dy, dz, droll, dpitch, dyaw, grip), got shape {action.shape}")
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or infinite values: {action.tolist()}")
-        action = np.clip(action, -1.0, 1.0)
-        self._target_pos = np.clip(self._target_pos + action[:3] * MAX_DPOS, scene.WORKSPACE_LOW, scene.WORKSPACE_HIGH)
-        rpy = self._target_rpy + action[3:6] * MAX_DROT
-        self._target_rpy = np.array([np.clip(rpy[0], -MAX_TILT, MAX_TILT), np.clip(rpy[1], -MAX_TILT, MAX_TILT),
-                                     wrap_angle(rpy[2])])
+        action = action.clip(-1.0, 1.0)
+        self._target_pos = (self._target_pos + action[:3] * MAX_DPOS).clip(scene.WORKSPACE_LOW, scene.WORKSPACE_HIGH)
+        roll, pitch, yaw = (self._target_rpy + action[3:6] * MAX_DROT).tolist()
+        self._target_rpy = np.array([min(max(roll, -MAX_TILT), MAX_TILT), min(max(pitch, -MAX_TILT), MAX_TILT),
+                                     wrap_angle(yaw)])
         self._grip = float(action[6])
         self._apply_gripper_target()
 
@@ -222,7 +232,7 @@ class TabletopEnv(gym.Env):
         before = self._instability_count()
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         # MuJoCo resets the state itself when it meets NaN/huge values and counts a warning: detect both.
-        if self._instability_count() > before or not np.all(np.isfinite(self.data.qpos)):
+        if self._instability_count() > before or not np.isfinite(self.data.qpos).all():
             warnings.warn(f"{self.task_name}: MuJoCo became unstable (NaN state); truncating the episode",
                           RuntimeWarning, stacklevel=2)
             self.data.qpos[:], self.data.qvel[:], self.data.time = saved
@@ -255,7 +265,7 @@ class TabletopEnv(gym.Env):
         quat = self._gripper_quat()
         rot = np.empty(9)
         mujoco.mju_quat2Mat(rot, quat)
-        body_pos = self._target_pos + rot.reshape(3, 3) @ np.array([0.0, 0.0, TCP_OFFSET])
+        body_pos = self._target_pos + rot[2::3] * TCP_OFFSET  # the body origin sits TCP_OFFSET up the local z axis
         self.data.mocap_pos[0] = body_pos
         self.data.mocap_quat[0] = quat
         finger = MAX_FINGER * (1.0 - self._grip) / 2.0
@@ -268,14 +278,15 @@ class TabletopEnv(gym.Env):
             self.data.qpos[self._finger_qadr] = finger
 
     def _instability_count(self) -> int:
-        w = self.data.warning
-        return sum(int(w[k].number) for k in (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS,
-                                              mujoco.mjtWarning.mjWARN_BADQVEL))
+        return int(self.data.warning.number[_BAD_STATE_WARNINGS].sum())
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         q = self._gripper_qadr
-        state = np.concatenate([self.tcp_pos, self.data.qpos[q + 3:q + 7], [self.gripper_opening]])
-        return {"image": self._obs_camera.render(self.data), "state": state.astype(np.float32)}
+        state = np.empty(8, dtype=np.float32)
+        state[:3] = self.data.site_xpos[self._tcp_site]
+        state[3:7] = self.data.qpos[q + 3:q + 7]
+        state[7] = self.gripper_opening
+        return {"image": self._obs_camera.render(self.data), "state": state}
 
     def _info(self) -> dict[str, Any]:
         return {"is_success": bool(self.is_success()), "instruction": self.instruction}

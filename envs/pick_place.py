@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import TabletopEnv
-from envs.objects import BOWL_INNER, CUBE_HALF, bowl, cube
+from envs.objects import BOWL_INNER, CUBE_HALF, bowl, bowl_mesh, cube
 
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
 TEMPLATES = ("put the {c} cube in the {b} bowl", "place the {c} cube into the {b} bowl")
@@ -22,6 +22,9 @@ class PickPlaceEnv(TabletopEnv):
 
     def task_xml(self) -> str:
         return bowl("bowl") + cube("cube") + cube("distractor")
+
+    def task_assets(self) -> str:
+        return bowl_mesh("bowl")
 
     def reset_task(self) -> None:
         c_cube, c_bowl, c_dist = (COLORS[i] for i in self.np_random.choice(len(COLORS), 3, replace=False))

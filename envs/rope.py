@@ -13,7 +13,7 @@ RADIUS = 0.013  # metres: the rope is 2.6 cm thick
 SEG_MASS = 0.02  # kg per segment
 BEND_STIFFNESS = 0.004  # N m / rad per hinge, toward straight
 BEND_DAMPING = 0.002  # N m s / rad per hinge
-ARMATURE = 1e-4  # kg m^2 per hinge: keeps the light segments' dynamics well conditioned at a 4 ms timestep
+ARMATURE = 1e-4  # kg m^2 per hinge: keeps the light segments' dynamics well conditioned at the physics timestep
 JOINT_RANGE = 1.2  # radians per hinge
 START_BEND = 0.3  # radians: each in-plane joint angle of the start pose is uniform in +-START_BEND
 CENTRE_REGION = (0.08, 0.06)  # the start centroid is uniform in |x| <= 0.08, |y| <= 0.06 (m)

@@ -13,6 +13,10 @@ import os
 # Headless rendering: EGL (Mesa llvmpipe on machines without a GPU). Must be set before the first
 # ``import mujoco`` anywhere in the process; a user who already chose a backend keeps it.
 os.environ.setdefault("MUJOCO_GL", "egl")
+# llvmpipe rasterizes in this thread, not in a pool of helper threads: a 64x64 frame is too small to split,
+# and handing it over and waiting for it cost ~5% of an env step (more on a busy machine). Read when Mesa
+# loads, i.e. at the first frame; a user who set it keeps theirs.
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import numpy as np  # noqa: E402
 
@@ -33,22 +37,33 @@ OBJECT_REGION = (0.18, 0.14)  # objects are placed with |x| <= 0.18, |y| <= 0.14
 
 CAMERA_XML = '<camera name="front" pos="0 -0.45 0.62" xyaxes="1 0 0 0 0.785 0.62" fovy="50"/>'
 
-PHYSICS_TIMESTEP = 0.004  # seconds per MuJoCo step
+# Seconds per MuJoCo step of the robot tasks: 12 substeps per 10 Hz control step. Physics was ~40% of an env
+# step at 25 x 4 ms; at 1/120 s the experts still solve 200/200 held-out seeds per task, resting cubes sink
+# 0.04 mm and a carried cube moves < 2.5 mm in the grasp. 10 ms was too coarse (Stack expert 96%: cubes
+# slip). envs.synthetic keeps 4 ms for its bouncing balls.
+PHYSICS_TIMESTEP = 1 / 120
 CONTROL_HZ = 10  # policy steps per second
 
 
+def stiffest_solref(timestep: float) -> str:
+    """``solref`` time constant 2 * ``timestep`` (s), critically damped: the stiffest MuJoCo integrates stably
+    (it would raise a smaller one to this anyway), so contacts and welds are as hard as the timestep allows."""
+    return f"{2 * timestep:g} 1"
+
+
 def scene_xml(bodies: str, *, model_name: str = "tabletop", extra_assets: str = "", extra: str = "",
-              offscreen: int = 64) -> str:
+              offscreen: int = 64, timestep: float = PHYSICS_TIMESTEP) -> str:
     """Return the MJCF of the table, lights and camera with ``bodies`` added to the world body.
 
     ``extra`` is inserted after the world body (actuators, equality constraints, contact excludes).
     ``offscreen`` sizes the offscreen framebuffer; renderers resize it per image (see ``render.py``).
+    ``timestep`` (s) is MuJoCo's step; the default contact ``solref`` follows it (:func:`stiffest_solref`).
     """
     tx, ty = TABLE_HALF
     return f"""
 <mujoco model="{model_name}">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{PHYSICS_TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="5"/>
+  <option timestep="{timestep}" integrator="implicitfast" cone="elliptic" impratio="5"/>
   <visual>
     <global offwidth="{offscreen}" offheight="{offscreen}"/>
     <quality shadowsize="0" offsamples="0" numslices="12" numstacks="6"/>
@@ -60,7 +75,7 @@ def scene_xml(bodies: str, *, model_name: str = "tabletop", extra_assets: str = 
     {extra_assets}
   </asset>
   <default>
-    <geom solref="0.008 1" solimp="0.95 0.99 0.001" friction="0.5 0.01 0.0005"/>
+    <geom solref="{stiffest_solref(timestep)}" solimp="0.95 0.99 0.001" friction="0.5 0.01 0.0005"/>
   </default>
   <worldbody>
 

@@ -37,6 +37,9 @@ def machine() -> str:
 
 
 def bench_env(tasks: list[str], steps: int) -> list[dict]:
+    """Per task: env steps per second of wall time (``steps_per_s``) and of this process's CPU time
+    (``cpu_steps_per_s``; llvmpipe renders in this thread, see ``envs.scene``). On a machine busy with other
+    work the wall-clock rate drops with the share of a core we get; the CPU-time rate much less so."""
     import gymnasium as gym
     import mujoco
     import numpy as np
@@ -51,12 +54,14 @@ def bench_env(tasks: list[str], steps: int) -> list[dict]:
         env.reset(seed=0)
         for _ in range(10):  # warm up (creates the GL context)
             env.step(rng.uniform(-1, 1, 7))
-        n, t_step = 0, 0.0
+        n, t_step, t_cpu = 0, 0.0, 0.0
         start = time.perf_counter()
         while n < steps:
-            t0 = time.perf_counter()
-            _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 7))
+            action = rng.uniform(-1, 1, 7)
+            t0, c0 = time.perf_counter(), time.process_time()
+            _, _, terminated, truncated, _ = env.step(action)
             t_step += time.perf_counter() - t0
+            t_cpu += time.process_time() - c0
             n += 1
             if terminated or truncated or n % 100 == 0:
                 env.reset(seed=n)
@@ -71,7 +76,7 @@ def bench_env(tasks: list[str], steps: int) -> list[dict]:
         t_physics = (time.perf_counter() - t0) / max(steps // 5, 20)
         rows.append({"task": task, "steps_per_s": steps / t_step, "ms_per_step": 1e3 * t_step / steps,
                      "render_ms": 1e3 * t_render, "physics_ms": 1e3 * t_physics,
-                     "steps_per_s_with_resets": steps / wall})
+                     "steps_per_s_with_resets": steps / wall, "cpu_steps_per_s": steps / t_cpu})
         env.close()
     return rows
 

@@ -112,3 +112,29 @@ def test_multitask_samples_every_task():
 @pytest.mark.parametrize("env_id", TASK_IDS)
 def test_time_limit_set_at_registration(env_id):
     assert gym.spec(env_id).max_episode_steps is not None
+
+
+def test_control_at_10_hz_and_synthetic_video_keeps_its_timestep():
+    from envs import base, scene, synthetic
+
+    assert base.SUBSTEPS * scene.PHYSICS_TIMESTEP == pytest.approx(1 / scene.CONTROL_HZ)
+    assert synthetic.TIMESTEP == 0.004  # its bouncy contacts are tuned at 4 ms
+    assert synthetic.SUBSTEPS * synthetic.TIMESTEP == pytest.approx(1 / scene.CONTROL_HZ)
+
+
+def test_bowl_is_drawn_as_one_mesh_and_collides_as_primitives():
+    model = gym.make("GR2Sim/PickPlace-v0").unwrapped.model
+    bowl = [i for i in range(model.ngeom) if model.geom(i).name.startswith("bowl")]
+    drawn = [i for i in bowl if model.geom_group[i] < 3]  # MjvOption draws groups 0-2
+    assert [model.geom(i).name for i in drawn] == ["bowl_visual"]
+    assert model.geom_contype[drawn[0]] == 0 and model.geom_conaffinity[drawn[0]] == 0
+    assert len(bowl) == 8 and all(model.geom_contype[i] == 1 for i in bowl if i not in drawn)
+
+
+def test_frames_are_fresh_arrays():
+    env = gym.make("GR2Sim/Reach-v0")
+    first, _ = env.reset(seed=0)
+    kept = first["image"].copy()
+    second, *_ = env.step(np.ones(7))
+    assert not np.shares_memory(first["image"], second["image"])
+    np.testing.assert_array_equal(first["image"], kept)  # the renderer reuses its buffer, never our frames

@@ -7,6 +7,7 @@
                              optimizer, RNG states; tensors and plain containers only, so it loads with
                              ``torch.load(weights_only=True)``
     RUN/metrics.jsonl        one JSON object per logged step / validation
+    RUN/checkpoints/step_N/  (with --keep-every) config, weights and normaliser at step N: a loadable run
 
 Every file is written to a temporary name and renamed into place, so a killed run leaves the previous
 checkpoint intact. ``trainer_state.pt`` holds all the state needed to resume, which is why a crash between
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,29 @@ def save_weights(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     atomic_write_bytes(run / WEIGHTS, save(tensors, metadata={"step": str(step)}))
+
+
+def keep_checkpoint(run: Path, step: int) -> Path:
+    """Copy the run's loadable files (config, weights, normaliser) to RUN/checkpoints/step_<step>/; the folder
+    appears whole or not at all."""
+    keep = run / "checkpoints"
+    final, tmp = keep / f"step_{step:06d}", keep / f".step_{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in (CONFIG, WEIGHTS, NORMALIZER):
+        if (run / name).exists():
+            shutil.copy2(run / name, tmp / name)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def kept_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every kept checkpoint of a run, by step."""
+    keep = Path(run) / "checkpoints"
+    if not keep.is_dir():
+        return []
+    return sorted((int(p.name.split("_")[1]), p) for p in keep.iterdir() if p.name.startswith("step_"))
 
 
 def save_trainer_state(run: Path, state: dict[str, Any]) -> None:

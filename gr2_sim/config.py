@@ -20,6 +20,8 @@ from gr2_sim.errors import UserError
 from gr2_sim.text import DEFAULT_VOCAB_SIZE
 
 SCHEDULES = ("cosine", "linear")
+ACTION_POOLS = ("attention", "mean")
+COND_STEMS = ("linear", "conv")
 PREDICTIONS = ("x0", "eps", "v")
 POS_EMBEDS = ("sincos", "learned")
 
@@ -41,10 +43,22 @@ class ModelConfig:
     n_heads: int = 4  # attention heads per block
     n_layers: int = 4  # DiT blocks
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * d_model
+    # initial value of the adaLN gates of every block. 0 is adaLN-Zero (every block starts as the identity,
+    # DiT's choice for long runs). A gate of 0 also scales the gradient of everything inside the block, and
+    # in a run of a few thousand CPU steps the blocks stayed near the identity: see docs/results.md
+    gate_init: float = 0.0
+    # how the conditioning (current) frame becomes tokens: "linear" patch embedding (the lesson's, as for the
+    # future frames) or a small "conv" stem (stride-2 convolutions down to the patch grid; Xiao et al. 2021,
+    # "Early convolutions help transformers see better"): the policy must locate small objects in that frame
+    cond_stem: str = "linear"
     pos_embed: str = "sincos"  # "sincos" (fixed) or "learned"; factorised as space + time either way
     # action head
     action_dim: int = 7  # action size per future frame (e.g. xyz + rpy + gripper)
     action_hidden: int = 256  # hidden width of the action MLP
+    # how a future frame's token states are pooled for its action: "mean" (the lesson's) or "attention" (a
+    # learned query per future frame picks tokens, like a spatial softmax; mean pooling is kept alongside).
+    # Mean pooling averages away *where* things are: see docs/results.md
+    action_pool: str = "attention"
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
     # language
     lang_dim: int = 64  # instruction embedding width
@@ -79,6 +93,8 @@ class ModelConfig:
                 f"patch_size={self.patch_size} does not divide img_size={self.img_size}; "
                 f"use one of {divisors}"
             )
+        if self.cond_stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ConfigError(f"cond_stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
@@ -95,7 +111,8 @@ class ModelConfig:
             raise ConfigError(f"vocab_size={self.vocab_size} must be >= 2 (id 0 is padding)")
         if not isinstance(self.diffusion_steps, int) or self.diffusion_steps < 2:
             raise ConfigError(f"diffusion_steps={self.diffusion_steps!r} must be an integer >= 2")
-        for name, allowed in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("pos_embed", POS_EMBEDS)):
+        for name, allowed in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("pos_embed", POS_EMBEDS),
+                              ("action_pool", ACTION_POOLS), ("cond_stem", COND_STEMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
 

@@ -172,6 +172,61 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, 3*p*p)
 
 
+class ConvStem(nn.Module):
+    """Frame (B, 3, H, W) -> (B, (H/p)^2, D) tokens by log2(p) stride-2 3x3 convolutions (widths 32, 64, ...
+    up to D), GroupNorm and GELU between them: the same token grid as a p x p patch embedding."""
+
+    def __init__(self, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        n = patch_size.bit_length() - 1
+        widths = [3] + [min(d_model, 32 * 2**i) for i in range(n - 1)] + [d_model]
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1))
+            if i < n - 1:
+                layers += [nn.GroupNorm(8 if widths[i + 1] % 8 == 0 else 1, widths[i + 1]), nn.GELU()]
+        self.net = nn.Sequential(*layers) if n else nn.Conv2d(3, d_model, 1)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.net(frame).flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
+
+
+class AttentionPool(nn.Module):
+    """Per future frame, a learned query attends over that frame's tokens and the conditioning frame's tokens.
+
+    (B, T, n, D) future states + (B, n, D) conditioning states -> (B, T, D). The mean of the frame's own
+    tokens is added back, so the lesson's mean pooling is the starting point and attention adds *where*. The
+    conditioning frame is in the pool because it is the one clean view of the scene at every noise level: in
+    a one-pass (``head``) readout the future tokens are pure noise.
+    """
+
+    def __init__(self, d_model: int, n_queries: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm = nn.LayerNorm(d_model)
+        self.query = nn.Parameter(torch.zeros(n_queries, d_model))
+        # the conditioning (instruction, state, noise level) shifts the queries: what to look for depends on
+        # what was asked. Zero-initialised, so it starts as a fixed query
+        self.query_from_c = nn.Linear(d_model, n_queries * d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, future: torch.Tensor, cond: torch.Tensor, c: torch.Tensor, return_weights: bool = False):
+        B, T, n, D = future.shape
+        H, d = self.n_heads, D // self.n_heads
+        kv_cond = self.kv(self.norm(cond)).unsqueeze(1).expand(B, T, n, 2 * D)  # projected once, shared
+        kv = torch.cat([kv_cond, self.kv(self.norm(future))], dim=2)  # (B, T, 2n, 2D)
+        k, v = kv.reshape(B, T, 2 * n, 2, H, d).permute(3, 0, 1, 4, 2, 5)  # each (B, T, H, 2n, d)
+        q = (self.query + self.query_from_c(c).reshape(B, T, D)).reshape(B, T, H, 1, d)
+        if return_weights:
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)  # (B, T, H, 1, 2n)
+            out = weights @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, T, H, 1, d)
+        pooled = future.mean(dim=2) + self.proj(out.reshape(B, T, D))
+        return (pooled, weights.squeeze(3)) if return_weights else pooled
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The model
 
@@ -185,6 +240,7 @@ class VideoActionDiT(nn.Module):
         self.config = cfg = config
         D, n = cfg.d_model, cfg.patches_per_frame
         self.patch_embed = nn.Linear(3 * cfg.patch_size**2, D)
+        self.cond_stem = ConvStem(D, cfg.patch_size) if cfg.cond_stem == "conv" else None
         # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
         if cfg.pos_embed == "sincos":
             self.register_buffer("space_pos", torch.zeros(n, D), persistent=False)
@@ -200,6 +256,7 @@ class VideoActionDiT(nn.Module):
         )
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.final_layer = FinalLayer(D, cfg.patch_size)
+        self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
         self.action_head = nn.Sequential(
             nn.LayerNorm(D), nn.Linear(D, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim)
         )
@@ -231,9 +288,16 @@ class VideoActionDiT(nn.Module):
         nn.init.normal_(self.text_encoder.null, std=0.02)
         with torch.no_grad():
             self.text_encoder.embed.weight[0].zero_()  # padding row
+        D = cfg.d_model
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            with torch.no_grad():  # chunks: shift, scale, gate (attention), shift, scale, gate (MLP)
+                block.adaLN_modulation[-1].bias[2 * D:3 * D] = cfg.gate_init
+                block.adaLN_modulation[-1].bias[5 * D:6 * D] = cfg.gate_init
+        if self.action_pool is not None:
+            nn.init.zeros_(self.action_pool.query_from_c.weight)
+            nn.init.zeros_(self.action_pool.query_from_c.bias)
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -272,7 +336,11 @@ class VideoActionDiT(nn.Module):
         cfg, n = self.config, self.config.patches_per_frame
         frames = torch.cat([cond_frame.unsqueeze(1), noisy_future], dim=1)  # (B, T+1, 3, H, W)
         pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
-        x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
+        if self.cond_stem is None:
+            x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
+        else:
+            x = torch.cat([self.cond_stem(cond_frame), self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1)
+            x = x + pos
         c = self.condition(t, text_tokens, state, text_dropout)  # (B, D)
 
         attention = [] if return_attention else None
@@ -285,7 +353,8 @@ class VideoActionDiT(nn.Module):
 
         future = x[:, n:]  # (B, T*n, D): the conditioning frame's tokens are context only
         video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
-        per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model).mean(dim=2)  # (B, T, D)
+        per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
+        per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
         actions = self.action_head(per_frame)  # (B, T, action_dim)
 
         video_loss = action_loss = loss = None
@@ -344,7 +413,16 @@ class VideoActionDiT(nn.Module):
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
         head = mm(1, D, 2 * D) + mm(N - n, D, pix) + mm(cfg.n_future, D, cfg.action_hidden)
         head += mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
-        forward = mm(N, pix, D) + cond + text + L * block + attention + head
+        if cfg.action_pool == "attention":  # keys/values of every future token, queries, output projection
+            head += mm(N, D, 2 * D) + 2 * mm(cfg.n_future, 2 * n, D) + 2 * mm(cfg.n_future, D, D)
+        embed = mm(N, pix, D)
+        if cfg.cond_stem == "conv":  # replaces the conditioning frame's patch embedding
+            embed -= mm(n, pix, D)
+            for conv in (m for m in self.cond_stem.modules() if isinstance(m, nn.Conv2d)):
+                side = cfg.img_size // (conv.stride[0] ** (1 + [c for c in self.cond_stem.modules()
+                                                                 if isinstance(c, nn.Conv2d)].index(conv)))
+                embed += mm(side * side, conv.in_channels * 9, conv.out_channels)
+        forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 
     def estimate_mfu(self, samples_per_second: float, peak_flops: float = 90e9) -> float:

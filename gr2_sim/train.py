@@ -61,6 +61,7 @@ class TrainConfig:
     log_every: int = 25
     eval_every: int = 250  # validation (held-out episodes) every N steps
     ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
+    keep_every: int = 0  # also keep the weights every N steps as RUN/checkpoints/step_<N>/ (0: never)
     val_windows: int = 256
     resume: bool = False
     progress: bool = True
@@ -69,6 +70,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        if self.keep_every < 0:
+            raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -209,6 +212,8 @@ def train(cfg: TrainConfig) -> Path:
                                       "optimizer": optimizer.state_dict(), "data_gen": data_states,
                                       "noise_gen": noise_states, "torch_rng": torch.get_rng_state()})
         ckpt.save_weights(run, model, ema, step)
+        if cfg.keep_every and (step % cfg.keep_every == 0 or step == cfg.steps):
+            ckpt.keep_checkpoint(run, step)
 
     def log(record: dict) -> None:
         if rank == 0:
@@ -251,7 +256,7 @@ def train(cfg: TrainConfig) -> Path:
         if val_rows is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             ema.eval()
             log({"step": step, **objective.validate(ema, val_sampler, val_rows, device, normalizer)})
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or (cfg.keep_every and step % cfg.keep_every == 0):
             save_checkpoint()
         if bar is not None:
             bar.update(1)
@@ -279,16 +284,40 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-state", action="store_true", help="do not condition on proprioception")
+    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+                   help="also keep the weights every N steps in RUN/checkpoints/step_N/ (each a loadable run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model config field of the preset, e.g. --set n_layers=6 --set cond_stem=conv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["n_layers=6", "cond_stem=conv"]`` -> ``{"n_layers": 6, "cond_stem": "conv"}`` (values as JSON, else
+    text); the field names are checked against ModelConfig."""
+    from gr2_sim.config import _check_fields
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set n_layers=6")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    _check_fields(out)
+    return out
 
 
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, seed=args.seed, device=args.device,
-                      eval_every=args.eval_every, ckpt_every=args.ckpt_every, use_state=not args.no_state,
-                      resume=args.resume, progress=not args.no_progress)
+                      eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
+                      use_state=not args.no_state,
+                      resume=args.resume, progress=not args.no_progress,
+                      overrides=parse_overrides(args.overrides) or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")
     return 0

@@ -48,7 +48,7 @@ def test_loss_correlation_end_to_end_and_resume(demo_file, tmp_path, one_torch_t
     # the kept checkpoint of the last step holds the run's final EMA weights
     from gr2_sim import checkpoint as ckpt
 
-    last, final = ckpt.load_weights(out / "checkpoints" / "step_000009"), ckpt.load_weights(out / "runs" / "phase3")
+    last, final = ckpt.load_weights(out / "runs" / "phase3" / "checkpoints" / "step_000009"), ckpt.load_weights(out / "runs" / "phase3")
     assert all(np.array_equal(last[k].numpy(), final[k].numpy()) for k in final)
     before = stamps(out, "eval.json", "trainer_state.pt")
     assert main(argv) == 0  # finished pieces are skipped

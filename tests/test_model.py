@@ -38,7 +38,8 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
 @pytest.mark.parametrize(
     "overrides",
     [dict(action_dim=7), dict(action_dim=4, state_dim=5), dict(action_dim=7, state_dim=8, img_size=32, patch_size=8),
-     dict(n_future=3, pos_embed="learned", text_layers=0, prediction="v")],
+     dict(n_future=3, pos_embed="learned", text_layers=0, prediction="v"),
+     dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3)],
 )  # fmt: skip
 def test_output_shapes(overrides):
     cfg = make_config("tiny", **overrides)
@@ -177,3 +178,42 @@ def test_reference_model_has_the_same_contract(state_dim):
     assert out.video_pred.shape == ours.video_pred.shape and out.actions.shape == ours.actions.shape
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.attention[0].shape == (2, cfg.n_heads, cfg.n_tokens, cfg.n_tokens)
+
+
+def test_attention_pool_reads_the_conditioning_frame_directly():
+    """At init the blocks are identities, so the only path from the conditioning frame to the actions is the
+    pool: the attention pool reads the conditioning tokens (with their positions), mean pooling of the future
+    tokens cannot see them. Mirroring the frame moves the same patches to other places."""
+    torch.manual_seed(0)
+    cfg = make_config("tiny", img_size=32, patch_size=16, n_layers=1)  # blocks start as the identity
+    attention = VideoActionDiT(cfg)
+    mean = VideoActionDiT(make_config("tiny", img_size=32, patch_size=16, n_layers=1, action_pool="mean"))
+    inputs = make_inputs(cfg, B=1)
+    swapped = dict(inputs, cond_frame=inputs["cond_frame"].flip(-1))  # the same patches, mirrored left-right
+    for model, changes in ((attention, True), (mean, False)):
+        a, b = model(**inputs).actions, model(**swapped).actions
+        assert (not torch.allclose(a, b, atol=1e-6)) == changes
+
+
+def test_attention_pool_weights_cover_the_conditioning_and_own_frame():
+    cfg = make_config("tiny")
+    model = VideoActionDiT(cfg)
+    B, n, D = 2, cfg.patches_per_frame, cfg.d_model
+    future, cond, c = torch.randn(B, cfg.n_future, n, D), torch.randn(B, n, D), torch.randn(B, D)
+    randomize_zero_init(model)
+    pooled, weights = model.action_pool(future, cond, c, return_weights=True)
+    assert pooled.shape == (B, cfg.n_future, D) and weights.shape == (B, cfg.n_future, cfg.n_heads, 2 * n)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, cfg.n_future, cfg.n_heads))
+    torch.testing.assert_close(pooled, model.action_pool(future, cond, c))  # explicit and fused paths agree
+    other = model.action_pool(future, cond, torch.randn(B, D), return_weights=True)[1]
+    assert not torch.allclose(other, weights)  # the instruction (in c) changes where the readout looks
+
+
+def test_conv_stem_costs_are_counted_and_it_needs_a_power_of_two_patch():
+    linear = VideoActionDiT(make_config("small")).estimate_flops()["forward"]
+    conv = VideoActionDiT(make_config("small", cond_stem="conv")).estimate_flops()["forward"]
+    assert linear < conv < 1.5 * linear
+    with pytest.raises(ConfigError, match="power-of-two patch_size"):
+        make_config("tiny", img_size=48, patch_size=12, cond_stem="conv")
+    with pytest.raises(ConfigError, match="action_pool='max' is not one of"):
+        make_config("tiny", action_pool="max")

@@ -39,6 +39,21 @@ def test_action_stage_writes_a_complete_run(demo_file, tmp_path):
     assert any("val_action_mse" in r and "val_video_mse" in r for r in logs)
 
 
+def test_keep_every_keeps_loadable_weights_of_one_run(demo_file, tmp_path):
+    from gr2_sim.checkpoint import kept_checkpoints, load_weights
+    from policies.gr2 import GR2Policy
+
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=5,
+                            keep_every=2, **TINY))
+    kept = kept_checkpoints(run)
+    assert [step for step, _ in kept] == [2, 4, 5]
+    torch.testing.assert_close(load_weights(kept[-1][1]), load_weights(run))
+    assert not torch.equal(load_weights(kept[0][1])["action_head.1.weight"], load_weights(run)["action_head.1.weight"])
+    GR2Policy.from_checkpoint(kept[0][1])  # each kept folder is a run a policy loads
+    with pytest.raises(UserError, match="--keep-every must be >= 0"):
+        TrainConfig(stage="action", data="x", out="y", keep_every=-1)
+
+
 def test_three_phases_chain(video_file, demo_file, tmp_path):
     p1 = train(TrainConfig(stage="video", data=str(video_file), out=str(tmp_path / "p1"), steps=3, **TINY))
     p2 = train(TrainConfig(stage="robot-video", data=str(demo_file), out=str(tmp_path / "p2"), init=str(p1),
@@ -138,6 +153,22 @@ def test_cli_bad_input_exit_code(tmp_path, capsys):
     assert main(["train", "--stage", "action", "--data", str(tmp_path / "missing.hdf5"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "missing.hdf5" in capsys.readouterr().err
+
+
+def test_set_overrides_model_fields_and_rejects_unknown_ones(demo_file, tmp_path, capsys):
+    from gr2_sim.train import parse_overrides
+
+    assert parse_overrides(["n_layers=1", "cond_stem=conv", "mlp_ratio=1.5"]) == \
+        {"n_layers": 1, "cond_stem": "conv", "mlp_ratio": 1.5}
+    base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "2",
+            "--no-progress", "--eval-every", "2", "--ckpt-every", "2"]
+    assert main([*base, "--out", str(tmp_path / "r"), "--set", "cond_stem=conv", "--set", "action_pool=mean"]) == 0
+    model = json.loads((tmp_path / "r" / "config.json").read_text())["model"]
+    assert (model["cond_stem"], model["action_pool"]) == ("conv", "mean")
+    for bad, message in (("n_layer=2", "unknown ModelConfig field"), ("n_layers", "FIELD=VALUE"),
+                         ("cond_stem=cnn", "cond_stem='cnn' is not one of")):
+        assert main([*base, "--out", str(tmp_path / "bad"), "--set", bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_torchrun_two_processes_stay_in_sync(demo_file, tmp_path):

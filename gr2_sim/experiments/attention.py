@@ -96,22 +96,18 @@ def held_out_windows(data: Path, model, run_config: dict, normalizer, windows: i
 
 
 def pool_weights_hook(model, store: dict):
-    """Capture the action pool's input so its per-token weights can be computed (None if there is no pool)."""
+    """Capture the action pool's inputs so its per-token weights can be computed (None if there is no pool)."""
     pool = getattr(model, "action_pool", None)
     if pool is None:
         return None
-    return pool.register_forward_hook(lambda module, inputs, output: store.__setitem__("h", inputs[0].detach()))
+    return pool.register_forward_hook(
+        lambda module, inputs, output: store.__setitem__("inputs", tuple(x.detach() for x in inputs)))
 
 
-def pool_weights(pool, h) -> np.ndarray:
-    """Attention-pool weights (B, T, H, n) of the future frames' tokens: softmax(q . k / sqrt(d))."""
-    import torch
-
-    B, T, n, D = h.shape
-    H, d = pool.n_heads, D // pool.n_heads
-    k = pool.kv(pool.norm(h)).reshape(B, T, n, 2, H, d)[:, :, :, 0].permute(0, 1, 3, 2, 4)  # (B, T, H, n, d)
-    q = pool.query.reshape(1, T, H, 1, d)
-    return torch.softmax((q * k).sum(-1) / math.sqrt(d), dim=-1).numpy()
+def pool_weights(pool, inputs) -> np.ndarray:
+    """Attention-pool weights (B, T, H, 2n): per future frame, over the conditioning frame's n tokens, then
+    that frame's own n tokens (see ``gr2_sim.model.AttentionPool``)."""
+    return pool(*inputs, return_weights=True)[1].numpy()
 
 
 def attention_stats(model, batch: dict, fraction: float, seed: int, chunk: int = 8) -> dict:
@@ -148,11 +144,9 @@ def attention_stats(model, batch: dict, fraction: float, seed: int, chunk: int =
                     to_frames[layer] += _frame_to_frame(attn, onehot, n, F)
                 if example is None:
                     example = out["attention"][-1][0].mean(0).numpy()  # (N, N), last layer, heads averaged
-                    if "h" in store:
-                        try:  # reads AttentionPool's internals (norm, kv, query); optional, so never fatal
-                            pool_example = pool_weights(model.action_pool, store["h"][:1])[0].mean(1)  # (T, n)
-                        except (AttributeError, RuntimeError, ValueError):
-                            pool_example = None
+                    if "inputs" in store:
+                        first = tuple(x[:1] for x in store["inputs"])
+                        pool_example = pool_weights(model.action_pool, first)[0].mean(1)  # (T, 2n)
     finally:
         if hook is not None:
             hook.remove()
@@ -177,8 +171,11 @@ def attention_stats(model, batch: dict, fraction: float, seed: int, chunk: int =
     }
     if pool_example is not None:
         entropy = -(pool_example * np.log(np.clip(pool_example, 1e-12, None))).sum(-1)
-        result["action_pool_weights_example"] = {"weights": pool_example.tolist(), "uniform": 1.0 / n,
-                                                 "entropy_over_uniform": (entropy / math.log(n)).tolist()}
+        result["action_pool_weights_example"] = {
+            "weights": pool_example.tolist(), "uniform": 1.0 / (2 * n),
+            "keys": f"per future frame: the conditioning frame's {n} tokens, then that frame's own {n}",
+            "share_on_conditioning_frame": pool_example[:, :n].sum(-1).tolist(),
+            "entropy_over_uniform": (entropy / math.log(2 * n)).tolist()}
     return {"stats": result, "example": example}
 
 

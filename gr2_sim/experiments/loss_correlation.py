@@ -7,19 +7,16 @@ Wilson interval). Reported: Pearson and Spearman correlations of the training cu
 step-to-step changes, which removes the shared downward trend), of the held-out curves, and across checkpoints of
 held-out video error vs action error vs success.
 
-How the checkpoints are kept. ``gr2_sim/train.py`` keeps only the latest checkpoint, and its learning rate
-follows warm-up + cosine decay over the run's total ``steps``: training to s1 and then resuming with a larger
-``--steps`` would change the schedule (and separate runs of s1, s2, ... steps would each decay fully), so the
-checkpoints would not be points of one training run. Instead ONE run is trained with the full schedule and,
-each time the trainer writes its checkpoint (``ckpt_every = steps / checkpoints``), the same EMA weights are
-also written to ``DIR/checkpoints/step_<s>/`` with the run's config.json and normalizer.json: a complete run
-folder that ``GR2Policy.from_checkpoint`` loads. This wraps ``gr2_sim.checkpoint.save_weights`` while training
-(train.py has no checkpoint hook). A killed experiment resumes the run from its last checkpoint (train.py's
-resume reproduces the uninterrupted run) and keeps the copies made before it; evaluated checkpoints
-(``eval/eval.json``) are skipped.
+How the checkpoints are kept. ``gr2_sim/train.py`` follows warm-up + cosine decay over the run's total
+``steps``, so training to s1 and then resuming with a larger ``--steps`` would change the schedule: the checkpoints
+would not be points of one run. Instead ONE run is trained with the full schedule and ``keep_every`` (``gr2-sim
+train --keep-every``) keeps its weights at ``RUN/checkpoints/step_<s>/`` (``ckpt_every = steps / checkpoints``),
+each a run folder that ``GR2Policy.from_checkpoint`` loads. A killed experiment resumes the run from its last
+checkpoint (train.py's resume reproduces the uninterrupted run) and keeps the copies made before it; evaluated
+checkpoints (``eval/eval.json``) are skipped.
 
 Outputs: ``DIR/summary.json``, ``DIR/loss_correlation.png`` (both losses on one graph, twin log axes; success
-at the checkpoints), ``DIR/runs/phase3/``, ``DIR/checkpoints/step_<s>/eval/eval.json``.
+at the checkpoints), ``DIR/runs/phase3/``, ``DIR/runs/phase3/checkpoints/step_<s>/eval/eval.json``.
 
 CPU budget at the defaults (Reach, 200 demos, ``small``, 3000 steps, 6 checkpoints x 50 episodes): about
 20 minutes on 2 cores (estimated from the README's training throughput, ~3.6 steps/s at batch 32, and rollout
@@ -29,18 +26,12 @@ speed; not timed end to end).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
-from unittest import mock
 
 from gr2_sim.errors import UserError
 from gr2_sim.experiments import common
-
-KEEP_DIR = "checkpoints"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,42 +54,12 @@ def schedule(steps: int, checkpoints: int, val_per_checkpoint: int) -> tuple[int
     return ckpt_every, eval_every
 
 
-@contextlib.contextmanager
-def keeping_checkpoints(run: Path, keep: Path):
-    """While active, every weights file the trainer writes for ``run`` is also kept as keep/step_<s>/."""
-    from gr2_sim import checkpoint
-
-    original = checkpoint.save_weights
-
-    def save_and_keep(run_dir, model, ema, step):
-        original(run_dir, model, ema, step)
-        if Path(run_dir) != run:
-            return
-        final, tmp = keep / f"step_{step:06d}", keep / f".step_{step:06d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in (checkpoint.CONFIG, checkpoint.NORMALIZER):
-            if (run / name).exists():
-                shutil.copy2(run / name, tmp / name)
-        original(tmp, model, ema, step)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # a folder appears whole or not at all
-
-    with mock.patch.object(checkpoint, "save_weights", save_and_keep):
-        yield
-
-
-def kept_checkpoints(keep: Path) -> list[tuple[int, Path]]:
-    if not keep.is_dir():
-        return []
-    return sorted((int(p.name.split("_")[1]), p) for p in keep.iterdir() if p.name.startswith("step_"))
-
-
-def evaluate_checkpoints(args, keep: Path) -> list[dict]:
+def evaluate_checkpoints(args, run_dir: Path) -> list[dict]:
+    from gr2_sim.checkpoint import kept_checkpoints
     from gr2_sim.evaluate import evaluate_run
 
     rows = []
-    for step, folder in kept_checkpoints(keep):
+    for step, folder in kept_checkpoints(run_dir):
         eval_json = folder / "eval" / "eval.json"
         if not eval_json.exists():
             evaluate_run(folder, args.env, episodes=args.episodes, mode=args.mode, out_dir=folder / "eval",
@@ -148,14 +109,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     data = common.demo_data(args, out)
-    run_dir, keep = out / "runs" / "phase3", out / KEEP_DIR
+    run_dir = out / "runs" / "phase3"
     ckpt_every, eval_every = schedule(args.steps, args.checkpoints, args.val_per_checkpoint)
-    with keeping_checkpoints(run_dir, keep):
-        common.train_run(run_dir, stage="action", data=str(data), demos=args.demos, steps=args.steps,
-                         batch_size=args.batch_size, seed=args.seed, device=args.device, init=args.init,
-                         preset=None if args.init else args.preset, ckpt_every=ckpt_every, eval_every=eval_every,
-                         log_every=min(25, eval_every))
-    checkpoints = evaluate_checkpoints(args, keep)
+    common.train_run(run_dir, stage="action", data=str(data), demos=args.demos, steps=args.steps,
+                     batch_size=args.batch_size, seed=args.seed, device=args.device, init=args.init,
+                     preset=None if args.init else args.preset, ckpt_every=ckpt_every, eval_every=eval_every,
+                     keep_every=ckpt_every, log_every=min(25, eval_every))
+    checkpoints = evaluate_checkpoints(args, run_dir)
     records = read_metrics(run_dir)
     results = analyse(records, checkpoints)
     figure = plot_loss_correlation(records, checkpoints, out / "loss_correlation.png")

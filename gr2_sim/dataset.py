@@ -140,3 +140,23 @@ class WindowSampler:
         """A deterministic set of ``n`` windows (for validation)."""
         rng = np.random.default_rng(seed)
         return np.sort(rng.choice(len(self), size=min(n, len(self)), replace=False))
+
+
+def random_shift(frames: list[torch.Tensor], pad: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shift every sample's frames by the same random (dy, dx) in [-pad, pad] pixels, edges replicated (DrQ's
+    augmentation, Kostrikov et al. 2020; diffusion_policy and robomimic use the same random crop). Each tensor
+    is (B, ..., C, H, W); sample b of every tensor gets the same shift, so the current and future frames of a
+    window stay aligned."""
+    if pad <= 0:
+        return frames
+    B = frames[0].shape[0]
+    offsets = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator).tolist()
+    out = []
+    for x in frames:
+        lead = x.shape[1:-3]
+        flat = x.reshape(B, -1, *x.shape[-2:])  # (B, stacked channels, H, W)
+        padded = torch.nn.functional.pad(flat, (pad, pad, pad, pad), mode="replicate")
+        H, W = x.shape[-2:]
+        shifted = torch.stack([padded[b, :, dy:dy + H, dx:dx + W] for b, (dy, dx) in enumerate(offsets)])
+        out.append(shifted.reshape(B, *lead, *x.shape[-3:]))
+    return out

@@ -174,21 +174,32 @@ class FinalLayer(nn.Module):
 
 class ConvStem(nn.Module):
     """Frame (B, 3, H, W) -> (B, (H/p)^2, D) tokens by log2(p) stride-2 3x3 convolutions (widths 32, 64, ...
-    up to D), GroupNorm and GELU between them: the same token grid as a p x p patch embedding."""
+    up to D): the same token grid as a p x p patch embedding.
 
-    def __init__(self, d_model: int, patch_size: int) -> None:
+    Between the convolutions: GroupNorm, FiLM by the instruction embedding (per-channel scale and shift, as in
+    RT-1's FiLM-conditioned image encoder: "the red cube" can pick the red channels before anything is pooled),
+    then GELU. The FiLM layers start at zero: the identity.
+    """
+
+    def __init__(self, d_model: int, patch_size: int, lang_dim: int) -> None:
         super().__init__()
         n = patch_size.bit_length() - 1
         widths = [3] + [min(d_model, 32 * 2**i) for i in range(n - 1)] + [d_model]
-        layers: list[nn.Module] = []
-        for i in range(n):
-            layers.append(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1))
-            if i < n - 1:
-                layers += [nn.GroupNorm(8 if widths[i + 1] % 8 == 0 else 1, widths[i + 1]), nn.GELU()]
-        self.net = nn.Sequential(*layers) if n else nn.Conv2d(3, d_model, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(n))
+        hidden = widths[1:-1]
+        self.norms = nn.ModuleList(nn.GroupNorm(8 if w % 8 == 0 else 1, w) for w in hidden)
+        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * w) for w in hidden)
+        if n == 0:
+            self.convs = nn.ModuleList([nn.Conv2d(3, d_model, 1)])
 
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        return self.net(frame).flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
+    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        x = frame
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < len(self.norms):
+                scale, shift = self.films[i](lang)[:, :, None, None].chunk(2, dim=1)
+                x = F.gelu(self.norms[i](x) * (1 + scale) + shift)
+        return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
 
 
 class AttentionPool(nn.Module):
@@ -240,7 +251,7 @@ class VideoActionDiT(nn.Module):
         self.config = cfg = config
         D, n = cfg.d_model, cfg.patches_per_frame
         self.patch_embed = nn.Linear(3 * cfg.patch_size**2, D)
-        self.cond_stem = ConvStem(D, cfg.patch_size) if cfg.cond_stem == "conv" else None
+        self.cond_stem = ConvStem(D, cfg.patch_size, cfg.lang_dim) if cfg.cond_stem == "conv" else None
         # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
         if cfg.pos_embed == "sincos":
             self.register_buffer("space_pos", torch.zeros(n, D), persistent=False)
@@ -295,6 +306,10 @@ class VideoActionDiT(nn.Module):
             with torch.no_grad():  # chunks: shift, scale, gate (attention), shift, scale, gate (MLP)
                 block.adaLN_modulation[-1].bias[2 * D:3 * D] = cfg.gate_init
                 block.adaLN_modulation[-1].bias[5 * D:6 * D] = cfg.gate_init
+        if self.cond_stem is not None:
+            for film in self.cond_stem.films:
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
         if self.action_pool is not None:
             nn.init.zeros_(self.action_pool.query_from_c.weight)
             nn.init.zeros_(self.action_pool.query_from_c.bias)
@@ -302,11 +317,9 @@ class VideoActionDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def condition(
-        self, t: torch.Tensor, text_tokens: torch.Tensor, state: torch.Tensor | None, text_dropout: float = 0.0
-    ) -> torch.Tensor:
-        """c = timestep + instruction (+ state) embedding: (B, D)."""
-        c = self.t_embedder(t) + self.text_proj(self.text_encoder(text_tokens, text_dropout))
+    def condition(self, t: torch.Tensor, lang: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """c = timestep + instruction (+ state) embedding: (B, D); ``lang`` is the text encoder's (B, lang_dim)."""
+        c = self.t_embedder(t) + self.text_proj(lang)
         if self.state_embedder is not None:
             c = c + self.state_embedder(state)
         return c
@@ -336,12 +349,13 @@ class VideoActionDiT(nn.Module):
         cfg, n = self.config, self.config.patches_per_frame
         frames = torch.cat([cond_frame.unsqueeze(1), noisy_future], dim=1)  # (B, T+1, 3, H, W)
         pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
+        lang = self.text_encoder(text_tokens, text_dropout)  # (B, lang_dim); the null instruction when dropped
         if self.cond_stem is None:
             x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
         else:
-            x = torch.cat([self.cond_stem(cond_frame), self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1)
+            x = torch.cat([self.cond_stem(cond_frame, lang), self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1)
             x = x + pos
-        c = self.condition(t, text_tokens, state, text_dropout)  # (B, D)
+        c = self.condition(t, lang, state)  # (B, D)
 
         attention = [] if return_attention else None
         for block in self.blocks:
@@ -422,6 +436,7 @@ class VideoActionDiT(nn.Module):
                 side = cfg.img_size // (conv.stride[0] ** (1 + [c for c in self.cond_stem.modules()
                                                                  if isinstance(c, nn.Conv2d)].index(conv)))
                 embed += mm(side * side, conv.in_channels * 9, conv.out_channels)
+            embed += sum(mm(1, E, film.out_features) for film in self.cond_stem.films)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 

@@ -15,7 +15,7 @@ import torch
 
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.config import ModelConfig, make_config
-from gr2_sim.dataset import Normalizer, WindowSampler
+from gr2_sim.dataset import Normalizer, WindowSampler, random_shift
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
@@ -84,11 +84,19 @@ def load_init(model: torch.nn.Module, run: str) -> list[str]:
 
 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
-                   use_actions: bool, text_dropout: float):
-    """Noise the future frames at a random step and predict the noise (and the actions)."""
+                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0):
+    """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
+    augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
+    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise)."""
+    if shift:
+        batch = dict(batch)
+        batch["cond"], batch["future"] = random_shift([batch["cond"], batch["future"]], shift, generator)
     future = batch["future"]  # (B, T, 3, H, W)
     B, K = future.shape[0], diffusion.num_steps
-    t = torch.randint(K, (B,), generator=generator).to(future.device)
+    t = torch.randint(K, (B,), generator=generator)
+    if pure_noise > 0:
+        t = torch.where(torch.rand(B, generator=generator) < pure_noise, K - 1, t)
+    t = t.to(future.device)
     noise = torch.randn(future.shape, generator=generator).to(future.device)
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t)
@@ -130,7 +138,7 @@ class VideoObjective:
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
-                              self.text_dropout)
+                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

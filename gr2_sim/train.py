@@ -54,6 +54,11 @@ class TrainConfig:
     action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
     ema_decay: float = 0.999
     text_dropout: float = 0.1  # probability of training with the null instruction
+    shift: int = 4  # random-shift augmentation of training frames, in pixels (0: none)
+    # --stage action: the fraction of samples trained with pure-noise future frames (t = K - 1), the input of the
+    # one-pass `head` readout. With t uniform, the action loss is mostly met by reading the motion off barely
+    # noised future frames, which a policy never has; see docs/results.md
+    pure_noise: float = 0.5
     use_state: bool = True  # condition on proprioception when the data has it
     frame_stride: int = 1  # frames between consecutive predicted future frames
     seed: int = 0
@@ -70,6 +75,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        if not 0 <= self.shift < 32:
+            raise UserError(f"--shift must be between 0 and 31 pixels (0 turns augmentation off), got {self.shift}")
+        if not 0 <= self.pure_noise <= 1:
+            raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
         if self.keep_every < 0:
             raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
@@ -284,6 +293,10 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-state", action="store_true", help="do not condition on proprioception")
+    p.add_argument("--shift", type=int, default=TrainConfig.shift,
+                   help="random-shift augmentation of the training frames in pixels (0: none)")
+    p.add_argument("--pure-noise", type=float, default=TrainConfig.pure_noise, metavar="FRACTION",
+                   help="--stage action: fraction of samples with pure-noise future frames (the head readout's input)")
     p.add_argument("--keep-every", type=int, default=0, metavar="N",
                    help="also keep the weights every N steps in RUN/checkpoints/step_N/ (each a loadable run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -315,7 +328,7 @@ def run(args) -> int:
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
-                      use_state=not args.no_state,
+                      shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress,
                       overrides=parse_overrides(args.overrides) or None)
     out = train(cfg)

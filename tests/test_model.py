@@ -67,7 +67,7 @@ def test_losses_follow_the_targets_given():
 
 
 def test_blocks_are_identity_and_video_head_is_zero_at_init():
-    cfg = make_config("tiny")
+    cfg = make_config("tiny", gate_init=0.0)  # adaLN-Zero
     model = VideoActionDiT(cfg)
     x, c = torch.randn(2, cfg.n_tokens, cfg.d_model), torch.randn(2, cfg.d_model)
     for block in model.blocks:
@@ -185,9 +185,10 @@ def test_attention_pool_reads_the_conditioning_frame_directly():
     pool: the attention pool reads the conditioning tokens (with their positions), mean pooling of the future
     tokens cannot see them. Mirroring the frame moves the same patches to other places."""
     torch.manual_seed(0)
-    cfg = make_config("tiny", img_size=32, patch_size=16, n_layers=1)  # blocks start as the identity
+    cfg = make_config("tiny", img_size=32, patch_size=16, n_layers=1, gate_init=0.0)  # blocks are identities
     attention = VideoActionDiT(cfg)
-    mean = VideoActionDiT(make_config("tiny", img_size=32, patch_size=16, n_layers=1, action_pool="mean"))
+    mean = VideoActionDiT(make_config("tiny", img_size=32, patch_size=16, n_layers=1, gate_init=0.0,
+                                      action_pool="mean"))
     inputs = make_inputs(cfg, B=1)
     swapped = dict(inputs, cond_frame=inputs["cond_frame"].flip(-1))  # the same patches, mirrored left-right
     for model, changes in ((attention, True), (mean, False)):
@@ -210,10 +211,20 @@ def test_attention_pool_weights_cover_the_conditioning_and_own_frame():
 
 
 def test_conv_stem_costs_are_counted_and_it_needs_a_power_of_two_patch():
-    linear = VideoActionDiT(make_config("small")).estimate_flops()["forward"]
+    linear = VideoActionDiT(make_config("small", cond_stem="linear")).estimate_flops()["forward"]
     conv = VideoActionDiT(make_config("small", cond_stem="conv")).estimate_flops()["forward"]
     assert linear < conv < 1.5 * linear
     with pytest.raises(ConfigError, match="power-of-two patch_size"):
         make_config("tiny", img_size=48, patch_size=12, cond_stem="conv")
     with pytest.raises(ConfigError, match="action_pool='max' is not one of"):
         make_config("tiny", action_pool="max")
+
+
+def test_gate_init_sets_where_blocks_start():
+    cfg = make_config("tiny", gate_init=1.0)
+    model = VideoActionDiT(cfg)
+    x, c = torch.randn(2, cfg.n_tokens, cfg.d_model), torch.randn(2, cfg.d_model)
+    block = model.blocks[0]
+    gates = block.adaLN_modulation(c).chunk(6, dim=1)
+    assert torch.equal(gates[2], torch.ones_like(gates[2])) and torch.equal(gates[5], torch.ones_like(gates[5]))
+    assert not torch.allclose(block(x, c), x)  # a plain pre-norm residual block, not the identity

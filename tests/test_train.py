@@ -199,3 +199,50 @@ def test_idm_stage_trains_the_inverse_dynamics_model(demo_file, tmp_path):
 def test_idm_stage_refuses_video_only_data(video_file, tmp_path):
     with pytest.raises(UserError, match="without actions"):
         train(TrainConfig(stage="idm", data=str(video_file), out=str(tmp_path / "r"), steps=2, **TINY))
+
+
+def test_random_shift_moves_each_window_rigidly():
+    from gr2_sim.dataset import random_shift
+
+    g = torch.Generator().manual_seed(0)
+    cond = torch.rand(16, 3, 12, 12, generator=g)
+    future = torch.stack([cond + 1, cond + 2], dim=1)  # (B, T, C, H, W): the same picture, offset in value
+    assert random_shift([cond, future], 0, g)[0] is cond  # pad 0: untouched
+    c2, f2 = random_shift([cond, future], 3, g)
+    assert c2.shape == cond.shape and f2.shape == future.shape
+    torch.testing.assert_close(f2[:, 0], c2 + 1)  # current and future frames moved together
+    torch.testing.assert_close(f2[:, 1], c2 + 2)
+    moved = 0
+    for b in range(16):  # each sample is a translate of its original (within the interior)
+        found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if torch.equal(c2[b, :, 3:9, 3:9], cond[b, :, 3 + dy:9 + dy, 3 + dx:9 + dx])]
+        assert found, b
+        moved += found[0] != (0, 0)
+    assert moved > 8
+
+
+def test_shift_is_validated():
+    with pytest.raises(UserError, match="--shift must be between 0 and 31"):
+        TrainConfig(stage="action", data="x", out="y", shift=-1)
+
+
+def test_pure_noise_fraction_sets_the_noise_levels_of_the_action_stage():
+    from types import SimpleNamespace
+
+    from gr2_sim.objectives import diffusion_loss
+
+    seen = []
+
+    def model(cond, noisy, t, text, state, **kwargs):
+        seen.append(t)
+        return {}
+
+    diffusion = SimpleNamespace(num_steps=100, q_sample=lambda x, t, n: x, target=lambda x, n, t: x)
+    batch = {"cond": torch.zeros(400, 3, 8, 8), "future": torch.zeros(400, 2, 3, 8, 8), "text": torch.zeros(400, 4),
+             "actions": torch.zeros(400, 2, 7)}
+    for fraction in (0.0, 0.5, 1.0):
+        diffusion_loss(model, diffusion, batch, 1.0, torch.Generator().manual_seed(0), True, 0.0, pure_noise=fraction)
+        share = float((seen[-1] == 99).float().mean())
+        assert abs(share - (fraction + (1 - fraction) / 100)) < 0.08, (fraction, share)
+    with pytest.raises(UserError, match="--pure-noise must be a fraction"):
+        TrainConfig(stage="action", data="x", out="y", pure_noise=1.5)

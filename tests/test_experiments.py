@@ -165,3 +165,22 @@ def test_schedule_puts_held_out_losses_on_every_checkpoint():
 
 def test_summary_json_has_no_nan(tmp_path):
     assert common.jsonable({"a": math.nan, "b": [np.float32(1.5), math.inf]}) == {"a": None, "b": [1.5, None]}
+
+
+def test_inputs_probe_reports_each_shuffled_input(demo_file, tmp_path, one_torch_thread):
+    from gr2_sim.train import TrainConfig, train
+
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=3, preset="tiny",
+                            batch_size=4, progress=False, eval_every=3, ckpt_every=3))
+    out = tmp_path / "inputs"
+    assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
+                 "--windows", "16"]) == 0
+    s = summary(out)
+    (r,) = s["results"]
+    assert 0 < r["windows"] <= 16 and r["t"] == 99 and set(r["shuffled"]) == {"image", "instruction", "state"}
+    for parts in r["shuffled"].values():
+        assert set(parts) == {"translation", "rotation", "gripper"}
+        for part, v in parts.items():  # the increase is the shuffled error minus the recorded one
+            assert v["increase"]["mean"] == pytest.approx(v["mse"] - r["as_recorded"][part], abs=1e-5)
+    assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
+                 "--noise", "1.5"]) == 2

@@ -5,6 +5,7 @@
     attention          spatial (own frame) vs temporal (other frames) attention, per layer and head
     head-vs-idm        action head vs inverse dynamics on generated / real frames: error, success, latency
     physics-probes     does phase 1 predict occlusion, falling and bouncing better than robot-only training?
+    inputs             what a trained policy looks at: action error with the image, instruction or state shuffled
 
 Every experiment writes ``DIR/summary.json`` (its numbers, the exact command, wall time, machine) and PNG
 figures into DIR; finished pieces (datasets, training runs, rollouts) are skipped, so rerunning the same
@@ -29,6 +30,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                     "action head (1 pass, DDIM) vs inverse dynamics (generated, real frames): error, success, latency"),
     "physics-probes": ("gr2_sim.experiments.physics_probes",
                        "future-frame error inside the object's mask on occlusion / unsupported / wall-bounce probes"),
+    "inputs": ("gr2_sim.experiments.inputs",
+               "what a trained policy looks at: held-out action error with one input shuffled across windows"),
 }
 
 

@@ -148,4 +148,4 @@ class Diffusion:
         """The fast readout: one forward pass from pure-noise futures at t = K-1; actions (B, T, action_dim)."""
         x = self._noise(model, cond_frame, generator)
         t = torch.full((x.shape[0],), self.K - 1, dtype=torch.long, device=x.device)
-        return model(cond_frame, x, t, text_tokens, state)["actions"]
+        return model(cond_frame, x, t, text_tokens, state, need_video=False)["actions"]

@@ -336,6 +336,7 @@ class VideoActionDiT(nn.Module):
         action_weight: float = 1.0,
         text_dropout: float = 0.0,
         return_attention: bool = False,
+        need_video: bool = True,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -344,6 +345,7 @@ class VideoActionDiT(nn.Module):
         target_noise: (B, T, 3, H, W), the diffusion target (eps or v); target_actions: (B, T, action_dim).
         loss = video_loss + action_weight * action_loss, each term present only if its target is given.
         text_dropout: probability per sample of replacing the instruction by the null embedding.
+        need_video: False skips the video head (``video_pred`` is None) unless ``target_noise`` is given.
         """
         self._check_inputs(cond_frame, noisy_future, t, state)
         cfg, n = self.config, self.config.patches_per_frame
@@ -366,7 +368,9 @@ class VideoActionDiT(nn.Module):
                 x = block(x, c)  # (B, (T+1)*n, D)
 
         future = x[:, n:]  # (B, T*n, D): the conditioning frame's tokens are context only
-        video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
+        video_pred = None  # need_video=False (an actions-only readout) skips the video head
+        if need_video or target_noise is not None:
+            video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
         actions = self.action_head(per_frame)  # (B, T, action_dim)

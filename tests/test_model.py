@@ -228,3 +228,13 @@ def test_gate_init_sets_where_blocks_start():
     gates = block.adaLN_modulation(c).chunk(6, dim=1)
     assert torch.equal(gates[2], torch.ones_like(gates[2])) and torch.equal(gates[5], torch.ones_like(gates[5]))
     assert not torch.allclose(block(x, c), x)  # a plain pre-norm residual block, not the identity
+
+
+def test_actions_only_readout_skips_the_video_head_and_agrees():
+    cfg = make_config("tiny")
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    inputs = make_inputs(cfg)
+    full, fast = model(**inputs), model(**inputs, need_video=False)
+    assert fast.video_pred is None and full.video_pred is not None
+    torch.testing.assert_close(fast.actions, full.actions)

@@ -46,7 +46,7 @@ class TrainConfig:
     demos: int | None = None  # use only the first N training episodes (the 50/200/1000 settings)
     steps: int = 2000  # optimizer steps
     batch_size: int = 32  # samples per step (per process under torchrun)
-    lr: float = 3e-4  # peak AdamW learning rate
+    lr: float = 1e-3  # peak AdamW learning rate (Reach, 200 demos, 1500 of 3000 steps: 82% at 1e-3, 70% at 3e-4)
     weight_decay: float = 0.01
     warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
     min_lr_ratio: float = 0.1

@@ -6,7 +6,7 @@
 
 Presets (tokens per sample = (n_future + 1) * (img_size / patch_size) ** 2):
     tiny   tests and first contact: runs in seconds
-    small  the CPU default: trains at ~100+ samples/s on 2 cores
+    small  the CPU default: trains at ~80 samples/s on 2 cores (gr2-sim bench train, 2026-11-24)
     base   the lesson's model: patch 8, width 256, 6 layers, 8 heads
 """
 
@@ -149,7 +149,7 @@ def _check_fields(data: dict[str, Any]) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(patch_size=16, n_future=2, d_model=32, n_heads=2, n_layers=2, action_hidden=64,
                  lang_dim=32, max_text_len=8),
-    # mlp_ratio 2: ~110 samples/s vs ~89 at 4 (2 cores, batch 32, AdamW); the linears are 3/4 of the time
+    # mlp_ratio 2: ~110 samples/s vs ~89 at 4 (2 cores, batch 32, AdamW, before the conv stem); the linears dominate
     "small": dict(patch_size=16, n_future=4, d_model=128, n_heads=4, n_layers=4, mlp_ratio=2.0,
                   action_hidden=256, lang_dim=64),
     "base": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,

@@ -118,6 +118,19 @@ def load_weights(run: str | Path, which: str = "ema") -> dict[str, torch.Tensor]
     return out
 
 
+def load_dit(run: str | Path, which: str = "ema"):
+    """The run's VideoActionDiT with its ``which`` weights ("ema" or "model"), in eval mode, on the CPU; a
+    UserError when the weights do not fit the run's config.json."""
+    from gr2_sim.model import VideoActionDiT
+
+    model = VideoActionDiT(load_model_config(run))
+    try:
+        model.load_state_dict(load_weights(run, which))
+    except RuntimeError as err:
+        raise UserError(f"{run}: the weights do not match its config.json ({str(err).splitlines()[0]})") from None
+    return model.eval()
+
+
 def load_normalizer(run: str | Path) -> Normalizer | None:
     path = Path(run) / NORMALIZER
     return Normalizer.from_json(path.read_text()) if path.exists() else None

@@ -204,10 +204,10 @@ class DatasetWriter:
             self.next_attempt = max([int(data.attrs["next_attempt"])] + [a + 1 for a in attempts])
             self._env_id = str(data.attrs["env_id"])
             self._dims = {name: int(data.attrs[name]) for name in ("state_dim", "action_dim")}
-            self._clean = "mask" in f and len(keys) == sum(k.startswith("demo_") for k in data.keys())
+            clean = "mask" in f and len(keys) == sum(k.startswith("demo_") for k in data.keys())
         self._pending: list[tuple[str, Episode, int]] = []
         self._pending_bytes = 0
-        self._committed_attempt = self.next_attempt if self._clean else -1
+        self._committed_attempt = self.next_attempt if clean else -1  # -1: the first commit rewrites the file
         self._last_commit, self._commit_seconds = time.monotonic(), 0.0
         self.closed = False
 

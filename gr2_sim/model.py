@@ -436,10 +436,10 @@ class VideoActionDiT(nn.Module):
         embed = mm(N, pix, D)
         if cfg.cond_stem == "conv":  # replaces the conditioning frame's patch embedding
             embed -= mm(n, pix, D)
-            for conv in (m for m in self.cond_stem.modules() if isinstance(m, nn.Conv2d)):
-                side = cfg.img_size // (conv.stride[0] ** (1 + [c for c in self.cond_stem.modules()
-                                                                 if isinstance(c, nn.Conv2d)].index(conv)))
-                embed += mm(side * side, conv.in_channels * 9, conv.out_channels)
+            side = cfg.img_size
+            for conv in self.cond_stem.convs:
+                side //= conv.stride[0]
+                embed += mm(side * side, conv.in_channels * conv.kernel_size[0] ** 2, conv.out_channels)
             embed += sum(mm(1, E, film.out_features) for film in self.cond_stem.films)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}

@@ -56,12 +56,7 @@ def plot_success_vs_demos(rows: list[dict], out: Path) -> Path:
             hi.append(max(r["success_ci95"][1] for r in rs))
         ax.plot(cells, mean, "o-", color=f"C{i}", label=variant)
         ax.fill_between(cells, lo, hi, color=f"C{i}", alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("demonstrations")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend()
-    ax.grid(alpha=0.3)
+    _success_axis(ax, "success rate")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -133,12 +128,7 @@ def plot_transfer(cells: list[dict], differences: list[dict], out: Path) -> Path
             rates = [c["success_rate"] for c in cs]
             ax.errorbar([c["demos"] for c in cs], rates, yerr=_yerr(rates, [c["success_ci95"] for c in cs]),
                         fmt="o-", color=f"C{i}", capsize=3, label=variant)
-    ax.set_xscale("log")
-    ax.set_xlabel("demonstrations")
-    ax.set_ylabel("success rate (95% CI)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend()
-    ax.grid(alpha=0.3)
+    _success_axis(ax, "success rate (95% CI)")
     if differences:
         d = [x["difference"] for x in differences]
         lo = [x["difference"] - x["ci95"][0] for x in differences]
@@ -286,3 +276,13 @@ def plot_probe_strips(clips: dict, predictions: dict, strides: dict, out: Path) 
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, out)
+
+
+def _success_axis(ax, ylabel: str) -> None:
+    """Success rate (0..1) against demonstrations on a log axis."""
+    ax.set_xscale("log")
+    ax.set_xlabel("demonstrations")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.grid(alpha=0.3)

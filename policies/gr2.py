@@ -137,12 +137,7 @@ class GR2Policy(ChunkedPolicy):
         torch_device = resolve_device(device)
         if torch_device.type == "cpu":
             torch.set_num_threads(num_threads or default_threads())
-        model = VideoActionDiT(ckpt.load_model_config(run_dir))
-        try:
-            model.load_state_dict(ckpt.load_weights(run_dir, "ema"))
-        except RuntimeError as err:
-            raise UserError(f"{run_dir}: the weights do not match its config.json "
-                            f"({str(err).splitlines()[0]})") from None
+        model = ckpt.load_dit(run_dir)
         idm = load_idm(idm_run) if idm_run is not None else None
         policy = cls(model.to(torch_device), ckpt.load_normalizer(run_dir), mode, n_action_steps, ddim_steps,
                      temporal_ensemble, idm, seed=seed, name=str(run_dir))

@@ -72,11 +72,8 @@ def ensure_runs(args, out: Path) -> dict[str, Path]:
 
 def load_model(run: Path):
     from gr2_sim import checkpoint as ckpt
-    from gr2_sim.model import VideoActionDiT
 
-    model = VideoActionDiT(ckpt.load_model_config(run))
-    model.load_state_dict(ckpt.load_weights(run, "ema"))
-    return model.eval(), ckpt.load_config(run), ckpt.load_normalizer(run)
+    return ckpt.load_dit(run), ckpt.load_config(run), ckpt.load_normalizer(run)
 
 
 def held_out_windows(data: Path, model, run_config: dict, normalizer, windows: int, seed: int):

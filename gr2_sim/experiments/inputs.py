@@ -47,12 +47,9 @@ def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: s
     from gr2_sim.data import load_episodes
     from gr2_sim.dataset import WindowSampler
     from gr2_sim.diffusion import Diffusion
-    from gr2_sim.model import VideoActionDiT
 
-    cfg = ckpt.load_model_config(run)
-    model = VideoActionDiT(cfg)
-    model.load_state_dict(ckpt.load_weights(run, "ema"))
-    model.eval()
+    model = ckpt.load_dit(run)
+    cfg = model.config
     normalizer = ckpt.load_normalizer(run)
     episodes = load_episodes(data, split=split)
     if episodes.actions is None:

@@ -113,10 +113,8 @@ def load_video_model(run: Path | None, like: Path, seed: int):
 
     config = ckpt.load_config(run if run is not None else like)
     torch.manual_seed(seed)
-    model = VideoActionDiT(ckpt.load_model_config(run if run is not None else like))
-    if run is not None:
-        model.load_state_dict(ckpt.load_weights(run, "ema"))
-    return model.eval(), int(config.get("train", {}).get("frame_stride", 1))
+    model = ckpt.load_dit(run) if run is not None else VideoActionDiT(ckpt.load_model_config(like)).eval()
+    return model, int(config.get("train", {}).get("frame_stride", 1))
 
 
 def predict(model, stride: int, clips: dict, ddim_steps: int, seed: int) -> dict[str, np.ndarray]:

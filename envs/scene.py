@@ -35,8 +35,8 @@ WORKSPACE_LOW = np.array([-0.25, -0.20, 0.012])  # gripper (fingertip-centre) po
 WORKSPACE_HIGH = np.array([0.25, 0.20, 0.22])
 OBJECT_REGION = (0.18, 0.14)  # objects are placed with |x| <= 0.18, |y| <= 0.14
 
-# Framed so the object region fills the image: at 64x64 a 4 cm cube is ~6 px wide (it was ~4 px from 0.79 m
-# away at fovy 50, and a model trained on those frames hardly looked at them: see docs/results.md)
+# Framed so the object region fills more of the image than the first camera (pos 0 -0.45 0.62, fovy 50), whose
+# frames showed each cube as a few pixels and a model trained on them hardly looked at them: see docs/results.md
 CAMERA_XML = '<camera name="front" pos="0 -0.40 0.50" xyaxes="1 0 0 0 0.80 0.60" fovy="45"/>'
 
 # Seconds per MuJoCo step of the robot tasks: 12 substeps per 10 Hz control step. Physics was ~40% of an env

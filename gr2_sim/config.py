@@ -45,8 +45,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * d_model
     # initial value of the adaLN gates of every block. 0 is adaLN-Zero (every block starts as the identity,
     # DiT's choice for long runs, the lesson's). A gate of 0 also scales the gradient of everything inside the
-    # block, and in runs of a few thousand CPU steps the blocks stayed near the identity (gates ~0.007 after
-    # 500 steps; Reach 200 demos, 1000 steps: 10% success at 0, 26% at 1): see docs/results.md
+    # block, and in runs of a few thousand CPU steps the blocks stayed near the identity (Reach 200 demos, 1000
+    # steps: 10% success at 0, 26% at 1): see docs/results.md
     gate_init: float = 1.0
     # how the conditioning (current) frame becomes tokens: "linear" patch embedding (the lesson's, as for the
     # future frames) or a small "conv" stem (stride-2 convolutions down to the patch grid; Xiao et al. 2021,

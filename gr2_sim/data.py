@@ -425,6 +425,7 @@ def describe(path: str | os.PathLike) -> str:
         success = [bool(data[k].attrs["success"]) for k in keys]
         instructions = sorted({str(data[k].attrs["instruction"]) for k in keys})
         partial = sum(1 for k in data.keys() if k.startswith("demo_")) - len(keys)
+        valid_actions = [data[k]["actions"][()] for k in splits["valid"] if "actions" in data[k]]
     lines = [
         f"{path}: {a['kind']} for {a['env_id']} {a['env_kwargs']} (format v{int(a['format_version'])})",
         f"  episodes: {len(keys)} ({len(splits['train'])} train, {len(splits['valid'])} valid)"
@@ -436,6 +437,10 @@ def describe(path: str | os.PathLike) -> str:
         f"  instructions ({len(instructions)} distinct): " + "; ".join(repr(s) for s in instructions[:5])
         + (" ..." if len(instructions) > 5 else ""),
     ]
+    if valid_actions:  # the yardstick for a policy's held-out action MSE
+        variance = float(np.concatenate(valid_actions).var(axis=0).mean())
+        lines.append(f"  valid actions: variance {variance:.4f} per dimension (the MSE of always predicting "
+                     f"their mean action)")
     return "\n".join(lines)
 
 

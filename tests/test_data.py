@@ -192,3 +192,15 @@ def test_commit_every_zero_saves_each_episode_as_it_comes(tmp_path, episodes):
         for i, ep in enumerate(episodes[:3]):
             w.append(ep, attempt=i)
             assert load_episodes(path, split="all").num_episodes == i + 1  # readable mid-run, masks included
+
+
+def test_describe_gives_the_mean_action_baseline_of_the_valid_split(tmp_path, episodes):
+    path = tmp_path / "d.hdf5"
+    write(path, episodes)
+    valid = load_episodes(path, split="valid", load_images=False).actions
+    assert f"valid actions: variance {valid.var(axis=0).mean():.4f} per dimension" in describe(path)
+    video = tmp_path / "v.hdf5"
+    with DatasetWriter(video, env_id="Test-v0", kind="robot_video", image_size=SIZE) as w:
+        for ep in episodes[:3]:
+            w.append(Episode(ep.images, ep.states, None, ep.rewards, ep.dones))
+    assert "valid actions" not in describe(video)  # no actions, no baseline

@@ -5,6 +5,7 @@ The peak is measured here, not assumed: the best of a few large fp32 matrix mult
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -12,6 +13,7 @@ import torch
 from gr2_sim.config import make_config
 from gr2_sim.model import VideoActionDiT
 from gr2_sim.reference_model import ReferenceDiT
+from gr2_sim.train import make_optimizer
 
 
 def measured_matmul_flops(n: int = 1024, repeats: int = 10) -> float:
@@ -30,7 +32,7 @@ def train_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup
     """Samples per second of forward + backward + AdamW on random data of the model's sizes."""
     cfg = model.config
     T, S = cfg.n_future, cfg.img_size
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model, lr=1e-4, weight_decay=0.01)  # the trainer's optimizer
     cond, future = torch.randn(batch_size, 3, S, S), torch.randn(batch_size, T, 3, S, S)
     t = torch.randint(cfg.diffusion_steps, (batch_size,))
     text = torch.randint(1, cfg.vocab_size, (batch_size, cfg.max_text_len))
@@ -52,8 +54,10 @@ def bench_train(presets: list[str], batch_size: int, steps: int) -> list[dict]:
     rows = []
     for preset in presets:
         cfg = make_config(preset, state_dim=8)
-        flops = VideoActionDiT(cfg).estimate_flops()["train_step"]
-        for name, cls in (("gr2-sim", VideoActionDiT), ("lesson reference", ReferenceDiT)):
+        # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
+        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0)
+        for name, cls, flop_cfg in (("gr2-sim", VideoActionDiT, cfg), ("lesson reference", ReferenceDiT, lesson_cfg)):
+            flops = VideoActionDiT(flop_cfg).estimate_flops()["train_step"]
             torch.manual_seed(0)
             model = cls(cfg)
             sps = train_throughput(model, batch_size, steps if preset != "base" else 3)

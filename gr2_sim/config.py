@@ -60,6 +60,11 @@ class ModelConfig:
     # learned query per future frame picks tokens, like a spatial softmax; mean pooling is kept alongside).
     # Mean pooling averages away *where* things are: see docs/results.md
     action_pool: str = "attention"
+    # spatial-softmax keypoints of the conditioning frame fed to the action head (Levine et al. 2016; the
+    # image readout of robomimic and Diffusion Policy): K feature maps of the conv stem at stride 4 become K
+    # expected (x, y) image positions, so *where* the named object is reaches the head as numbers rather than
+    # through a 4x4 token grid. 0 turns it off; needs cond_stem="conv" and patch_size >= 4
+    keypoints: int = 0
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
     # language
     lang_dim: int = 64  # instruction embedding width
@@ -84,7 +89,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        for name in ("state_dim", "text_layers"):
+        for name in ("state_dim", "text_layers", "keypoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 turns it off)")
@@ -96,6 +101,10 @@ class ModelConfig:
             )
         if self.cond_stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ConfigError(f"cond_stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.keypoints and (self.cond_stem != "conv" or self.patch_size < 4):
+            raise ConfigError(f"keypoints={self.keypoints} reads the conv stem's stride-4 features: it needs "
+                              f"cond_stem='conv' and patch_size >= 4 (got {self.cond_stem!r}, {self.patch_size}); "
+                              f"or set keypoints=0")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "

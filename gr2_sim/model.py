@@ -192,14 +192,43 @@ class ConvStem(nn.Module):
         if n == 0:
             self.convs = nn.ModuleList([nn.Conv2d(3, d_model, 1)])
 
-    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
-        x = frame
+    @property
+    def stride4_channels(self) -> int:
+        """Channels of the feature map after the second convolution (stride 4), read by :class:`SpatialSoftmax`."""
+        return self.convs[1].out_channels
+
+    def forward(self, frame: torch.Tensor, lang: torch.Tensor, return_stride4: bool = False):
+        x, stride4 = frame, None
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < len(self.norms):
                 scale, shift = self.films[i](lang)[:, :, None, None].chunk(2, dim=1)
                 x = F.gelu(self.norms[i](x) * (1 + scale) + shift)
-        return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
+            if i == 1:
+                stride4 = x
+        tokens = x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
+        return (tokens, stride4) if return_stride4 else tokens
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map (B, C, h, w) -> K keypoints (B, 2K): a 1x1 convolution to K maps, a softmax over the pixels
+    of each, and the expected (x, y) in [-1, 1] under it (Levine et al. 2016, "End-to-end training of deep
+    visuomotor policies"). Sub-pixel positions, whatever the token grid; the instruction FiLM of the stem lets
+    a map respond to "the red cube" only."""
+
+    def __init__(self, channels: int, keypoints: int) -> None:
+        super().__init__()
+        self.to_maps = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        B, _, h, w = features.shape
+        maps = self.to_maps(features).flatten(2) / self.log_temperature.exp()  # (B, K, h*w)
+        probs = torch.softmax(maps, dim=-1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=features.device),
+                                torch.linspace(-1, 1, w, device=features.device), indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (h*w, 2)
+        return (probs @ grid).flatten(1)  # (B, 2K): x0, y0, x1, y1, ...
 
 
 class AttentionPool(nn.Module):
@@ -268,6 +297,11 @@ class VideoActionDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.final_layer = FinalLayer(D, cfg.patch_size)
         self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
+        if cfg.keypoints:
+            self.keypoints = SpatialSoftmax(self.cond_stem.stride4_channels, cfg.keypoints)
+            self.keypoint_proj = nn.Linear(2 * cfg.keypoints, D)  # zero-initialised: starts without them
+        else:
+            self.keypoints = self.keypoint_proj = None
         self.action_head = nn.Sequential(
             nn.LayerNorm(D), nn.Linear(D, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim)
         )
@@ -310,6 +344,9 @@ class VideoActionDiT(nn.Module):
             for film in self.cond_stem.films:
                 nn.init.zeros_(film.weight)
                 nn.init.zeros_(film.bias)
+        if self.keypoint_proj is not None:
+            nn.init.zeros_(self.keypoint_proj.weight)
+            nn.init.zeros_(self.keypoint_proj.bias)
         if self.action_pool is not None:
             nn.init.zeros_(self.action_pool.query_from_c.weight)
             nn.init.zeros_(self.action_pool.query_from_c.bias)
@@ -352,11 +389,14 @@ class VideoActionDiT(nn.Module):
         frames = torch.cat([cond_frame.unsqueeze(1), noisy_future], dim=1)  # (B, T+1, 3, H, W)
         pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
         lang = self.text_encoder(text_tokens, text_dropout)  # (B, lang_dim); the null instruction when dropped
+        keypoints = None
         if self.cond_stem is None:
             x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
         else:
-            x = torch.cat([self.cond_stem(cond_frame, lang), self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1)
-            x = x + pos
+            cond_tokens, stride4 = self.cond_stem(cond_frame, lang, return_stride4=True)
+            x = torch.cat([cond_tokens, self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1) + pos
+            if self.keypoints is not None:
+                keypoints = self.keypoint_proj(self.keypoints(stride4))  # (B, D)
         c = self.condition(t, lang, state)  # (B, D)
 
         attention = [] if return_attention else None
@@ -373,6 +413,8 @@ class VideoActionDiT(nn.Module):
             video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
+        if keypoints is not None:
+            per_frame = per_frame + keypoints.unsqueeze(1)  # the same scene positions for every future frame
         actions = self.action_head(per_frame)  # (B, T, action_dim)
 
         video_loss = action_loss = loss = None
@@ -441,6 +483,10 @@ class VideoActionDiT(nn.Module):
                 side //= conv.stride[0]
                 embed += mm(side * side, conv.in_channels * conv.kernel_size[0] ** 2, conv.out_channels)
             embed += sum(mm(1, E, film.out_features) for film in self.cond_stem.films)
+        if cfg.keypoints:  # 1x1 maps at stride 4, the expectation, the projection
+            side = cfg.img_size // 4
+            embed += mm(side * side, self.cond_stem.stride4_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
+            embed += mm(1, 2 * cfg.keypoints, D)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 

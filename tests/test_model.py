@@ -3,6 +3,8 @@ FLOP accounting and the reference model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -39,7 +41,8 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
     "overrides",
     [dict(action_dim=7), dict(action_dim=4, state_dim=5), dict(action_dim=7, state_dim=8, img_size=32, patch_size=8),
      dict(n_future=3, pos_embed="learned", text_layers=0, prediction="v"),
-     dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3)],
+     dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3),
+     dict(keypoints=4), dict(keypoints=3, patch_size=4, img_size=16, action_pool="mean")],
 )  # fmt: skip
 def test_output_shapes(overrides):
     cfg = make_config("tiny", **overrides)
@@ -238,3 +241,39 @@ def test_actions_only_readout_skips_the_video_head_and_agrees():
     full, fast = model(**inputs), model(**inputs, need_video=False)
     assert fast.video_pred is None and full.video_pred is not None
     torch.testing.assert_close(fast.actions, full.actions)
+
+
+def test_spatial_softmax_finds_a_bright_pixel():
+    from gr2_sim.model import SpatialSoftmax
+
+    pool = SpatialSoftmax(channels=2, keypoints=2)
+    with torch.no_grad():  # map k reads channel k, sharply
+        pool.to_maps.weight.copy_(torch.eye(2)[:, :, None, None] * 50.0)
+        pool.to_maps.bias.zero_()
+    features = torch.zeros(1, 2, 5, 9)
+    features[0, 0, 4, 0] = 1.0  # bottom-left
+    features[0, 1, 2, 6] = 1.0  # middle row, x = -1 + 6 * 2/8 = 0.5
+    xy = pool(features).reshape(2, 2)
+    torch.testing.assert_close(xy, torch.tensor([[-1.0, 1.0], [0.5, 0.0]]), atol=1e-3, rtol=0)
+
+
+def test_keypoints_start_switched_off_then_learn():
+    cfg = make_config("tiny", keypoints=4, state_dim=2)
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    with torch.no_grad():
+        model.keypoint_proj.weight.zero_()
+        model.keypoint_proj.bias.zero_()
+    inputs = make_inputs(cfg, 4)
+    plain = VideoActionDiT(dataclasses.replace(cfg, keypoints=0))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("keypoint")})
+    torch.testing.assert_close(model(**inputs).actions, plain(**inputs).actions)  # zero projection: no effect
+    target = torch.randn(4, cfg.n_future, cfg.action_dim)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        model(**inputs, target_actions=target).loss.backward()
+        opt.step()
+    assert model.keypoints.to_maps.weight.grad.abs().sum() > 0  # gradient reaches the keypoint maps
+    with pytest.raises(ConfigError, match="keypoints=4 reads the conv stem"):
+        make_config("tiny", keypoints=4, cond_stem="linear")

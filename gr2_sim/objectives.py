@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gr2_sim.train import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.")
+HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "keypoint_proj.")
 IDM_HORIZON = 4  # consecutive frame pairs per training window of the inverse-dynamics model
 
 

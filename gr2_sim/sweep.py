@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="model config override for every run, as for gr2-sim train (e.g. --set keypoints=32)")
 
 
 def demos_needed(n_train: int) -> int:
@@ -70,6 +72,38 @@ def ensure_data(args, data: Path) -> dict[str, Path]:
     return paths
 
 
+DATA_FIELDS = ("img_size", "action_dim", "state_dim")  # set by each run from its data
+
+
+def pinned_model(args, out: Path) -> dict:
+    """The model config every run of this sweep uses, fixed at its first start in ``DIR/model.json``.
+
+    Scratch runs build their model from it and phase 1 too (pre-trained runs inherit it from phase 2), so a
+    sweep resumed after gr2-sim's defaults changed still compares like with like. A sweep folder started
+    before model.json existed takes phase 1's config. Passing other ``--set`` values to a started sweep is an
+    error: use a new ``--out``.
+    """
+    from gr2_sim.checkpoint import load_model_config
+    from gr2_sim.config import make_config
+    from gr2_sim.train import parse_overrides
+
+    path, phase1 = out / "model.json", out / "runs" / "phase1" / "config.json"
+    asked = parse_overrides(args.overrides)
+    if path.exists():
+        pinned = json.loads(path.read_text())
+    else:
+        source = load_model_config(phase1.parent) if phase1.exists() else make_config(args.preset, **asked)
+        pinned = {k: v for k, v in source.to_dict().items() if k not in DATA_FIELDS}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(pinned, indent=2))
+    clash = {k: (pinned.get(k), v) for k, v in asked.items() if pinned.get(k) != v}
+    if clash:
+        raise UserError(f"{out} was started with a different model ({path}): "
+                        + ", ".join(f"{k}={a!r} there, {b!r} asked" for k, (a, b) in clash.items())
+                        + "; rerun with its settings or choose a new --out")
+    return pinned
+
+
 def train_if_needed(run: Path, **kwargs) -> Path:
     from gr2_sim.checkpoint import TRAINER_STATE, load_trainer_state
     from gr2_sim.train import TrainConfig, train
@@ -88,7 +122,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
     if not eval_json.exists():
         train_if_needed(run, stage="action", data=str(paths["demos"]), demos=n, steps=args.steps,
                         batch_size=args.batch_size, seed=seed, device=args.device,
-                        preset=None if init else args.preset, init=init)
+                        preset=None if init else args.preset, init=init, overrides=None if init else args.model)
         evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
                      videos=args.videos, progress=True)
     result = json.loads(eval_json.read_text())["aggregated"]
@@ -100,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--demos must all be >= 1, got {args.demos}")
     out = Path(args.out)
     runs = out / "runs"
+    args.model = pinned_model(args, out)
     paths = ensure_data(args, out / "data")
     init = None
     if "pretrained" in PRETRAIN[args.pretrain]:
         p1 = train_if_needed(runs / "phase1", stage="video", data=str(paths["synth"]), preset=args.preset,
-                             steps=args.pretrain_steps[0], batch_size=args.batch_size, device=args.device)
+                             steps=args.pretrain_steps[0], batch_size=args.batch_size, device=args.device,
+                             overrides=args.model)
         p2 = train_if_needed(runs / "phase2", stage="robot-video", data=str(paths["robot_video"]), init=str(p1),
                              steps=args.pretrain_steps[1], batch_size=args.batch_size, device=args.device)
         init = str(p2)

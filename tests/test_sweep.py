@@ -41,6 +41,30 @@ def test_sweep_resumes_after_a_missing_cell(tmp_path):
     assert (out / "runs" / "phase1" / "trainer_state.pt").stat().st_mtime_ns == before
 
 
+def test_every_run_of_a_sweep_has_the_pinned_model(tmp_path, monkeypatch, capsys):
+    from gr2_sim import config
+
+    out = tmp_path / "sweep"
+    args = [a for a in sweep_args(out) if a != "4"] + ["--set", "keypoints=2"]  # one demo count, 2
+    assert main(args) == 0
+    pinned = json.loads((out / "model.json").read_text())
+    assert pinned["keypoints"] == 2 and pinned["d_model"] == config.PRESETS["tiny"]["d_model"]
+
+    # gr2-sim's preset changes between two sessions; the resumed sweep keeps the model it started with
+    monkeypatch.setitem(config.PRESETS, "tiny", {**config.PRESETS["tiny"], "d_model": 48})
+    (out / "runs" / "scratch_N2_s0" / "eval" / "eval.json").unlink()
+    for name in ("trainer_state.pt", "model.safetensors"):
+        (out / "runs" / "scratch_N2_s0" / name).unlink()
+    (out / "runs" / "scratch_N2_s0" / "config.json").unlink()
+    assert main(args) == 0
+    for run in ("phase1", "scratch_N2_s0", "pretrained_N2_s0"):
+        model = json.loads((out / "runs" / run / "config.json").read_text())["model"]
+        assert (model["d_model"], model["keypoints"]) == (pinned["d_model"], 2), run
+
+    assert main([*args[:-1], "keypoints=3"]) == 2  # a different model in a started sweep: a clear error
+    assert "keypoints=2 there, 3 asked" in capsys.readouterr().err
+
+
 def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     out = tmp_path / "qs"
     argv = ["quickstart", "--out", str(out), "--env", "GR2Sim/Reach-v0", "--demos", "3", "--steps", "2",

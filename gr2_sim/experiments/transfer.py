@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=int, default=0, help="rollout videos per run")
     p.add_argument("--mode", default="head", choices=("head", "denoise"), help="policy readout")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per cell (0 .. N-1); 2 when time allows")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="model config override for every run (as gr2-sim train --set)")
 
 
 def sweep_args(args: argparse.Namespace, out: Path) -> argparse.Namespace:
@@ -51,7 +53,8 @@ def sweep_args(args: argparse.Namespace, out: Path) -> argparse.Namespace:
                               pretrain_steps=list(args.pretrain_steps), clips=args.clips,
                               robot_episodes=args.robot_episodes, episodes=args.episodes, videos=args.videos,
                               mode=args.mode, seeds=list(range(args.seeds)), preset=args.preset,
-                              batch_size=args.batch_size, workers=args.workers, device=args.device)
+                              batch_size=args.batch_size, workers=args.workers, device=args.device,
+                              overrides=list(args.overrides))
 
 
 def pooled_cells(rows: list[dict]) -> list[dict]:

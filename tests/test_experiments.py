@@ -182,5 +182,14 @@ def test_inputs_probe_reports_each_shuffled_input(demo_file, tmp_path, one_torch
         assert set(parts) == {"translation", "rotation", "gripper"}
         for part, v in parts.items():  # the increase is the shuffled error minus the recorded one
             assert v["increase"]["mean"] == pytest.approx(v["mse"] - r["as_recorded"][part], abs=1e-5)
+    assert len(r["xy_correlation"]) == 2
+    # --first-steps keeps only windows that start early in their episode
+    from gr2_sim.data import load_episodes
+
+    assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
+                 "--windows", "1000", "--first-steps", "1"]) == 0
+    (early,) = summary(out)["results"]
+    assert early["first_steps"] == 1  # one window per held-out episode: the one at its first step
+    assert early["windows"] == load_episodes(demo_file, split="valid", load_images=False).num_episodes
     assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
                  "--noise", "1.5"]) == 2

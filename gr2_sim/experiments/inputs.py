@@ -38,9 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=1.0, help="noise level of the future frames, fraction of K - 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="valid", choices=("valid", "train"))
+    p.add_argument("--first-steps", type=int, default=0,
+                   help="only windows starting in the first N steps of their episode (the approach); 0 = all")
 
 
-def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: str) -> dict:
+def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: str, first_steps: int = 0) -> dict:
     import torch
 
     from gr2_sim import checkpoint as ckpt
@@ -56,7 +58,11 @@ def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: s
         raise UserError(f"--data {data} holds no actions; give the demos file the run was trained on")
     sampler = WindowSampler(episodes, cfg.n_future, normalizer, cfg.max_text_len, cfg.vocab_size,
                             use_state=cfg.state_dim > 0)
-    batch = sampler.batch(sampler.fixed_rows(windows, seed))
+    rows = np.arange(len(sampler))
+    if first_steps:
+        rows = rows[sampler.start_frames - episodes.episode_starts[sampler.episode_of] < first_steps]
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(windows, len(rows)), replace=False))
+    batch = sampler.batch(rows)
     gen = torch.Generator().manual_seed(seed)
     B = len(batch["cond"])
     perm = torch.randperm(B, generator=gen)
@@ -68,16 +74,22 @@ def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: s
     target = normalizer.unnormalize_actions(batch["actions"])
     keys = {"image": "cond", "instruction": "text", "state": "state"}
 
-    def errors(swap: str | None) -> np.ndarray:
+    def predict(swap: str | None):
         inputs = dict(batch)
         if swap is not None:
             inputs[keys[swap]] = batch[keys[swap]][perm]
         with torch.no_grad():
-            pred = model(inputs["cond"], noisy, t, inputs["text"], inputs.get("state"))["actions"]
-        return ((normalizer.unnormalize_actions(pred) - target) ** 2).mean(1).numpy()  # (B, action_dim)
+            return normalizer.unnormalize_actions(model(inputs["cond"], noisy, t, inputs["text"], inputs.get("state"))["actions"])
+
+    def errors(swap: str | None) -> np.ndarray:
+        return ((predict(swap) - target) ** 2).mean(1).numpy()  # (B, action_dim)
 
     base = errors(None)
-    result = {"run": str(run), "windows": B, "t": int(t[0]), "as_recorded": part_means(base), "shuffled": {}}
+    pred, rec = predict(None)[:, :, :2].reshape(-1, 2).numpy(), target[:, :, :2].reshape(-1, 2).numpy()
+    result = {"run": str(run), "windows": B, "t": int(t[0]), "first_steps": first_steps,
+              "as_recorded": part_means(base), "shuffled": {},
+              # how well the horizontal motion is predicted: where to go is read from the image
+              "xy_correlation": [float(np.corrcoef(pred[:, k], rec[:, k])[0, 1]) for k in range(2)]}
     for name in INPUTS:
         if name == "state" and "state" not in batch:
             continue
@@ -122,13 +134,16 @@ def plot(results: list[dict], path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     common.check_positive(args, "windows")
+    if args.first_steps < 0:
+        raise UserError(f"--first-steps must be >= 0 (0 = every window), got {args.first_steps}")
     if not 0 <= args.noise <= 1:
         raise UserError(f"--noise must be a fraction in [0, 1], got {args.noise}")
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = common.existing_file(args.data, "--data")
-    results = [probe(Path(r), data, args.windows, args.noise, args.seed, args.split) for r in args.run]
+    results = [probe(Path(r), data, args.windows, args.noise, args.seed, args.split, args.first_steps)
+               for r in args.run]
     figure = plot(results, out / "inputs.png")
     common.write_summary(out, args, started, {"data": str(data), "split": args.split, "results": results,
                                               "figures": [figure.name],

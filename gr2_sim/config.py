@@ -71,6 +71,9 @@ class ModelConfig:
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets, id 0 = padding (see gr2_sim.text)
     max_text_len: int = 16  # instruction tokens kept (longer instructions are truncated)
     text_layers: int = 1  # transformer layers in the text encoder; 0 = bag of words (mean of embeddings)
+    # word-pair embeddings in the text encoder, so "red cube ... blue bowl" is not "blue cube ... red bowl"
+    # after pooling (gr2_sim/text.py). Configs saved before this field existed load with False
+    text_bigrams: bool = True
     # diffusion
     diffusion_steps: int = 100  # K: training noise levels t = 0 .. K-1
     schedule: str = "cosine"  # beta schedule: "cosine" (Nichol & Dhariwal) or "linear" (DDPM)
@@ -101,6 +104,8 @@ class ModelConfig:
             )
         if self.cond_stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ConfigError(f"cond_stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if not isinstance(self.text_bigrams, bool):
+            raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
         if self.keypoints and (self.cond_stem != "conv" or self.patch_size < 4):
             raise ConfigError(f"keypoints={self.keypoints} reads the conv stem's stride-4 features: it needs "
                               f"cond_stem='conv' and patch_size >= 4 (got {self.cond_stem!r}, {self.patch_size}); "
@@ -144,6 +149,7 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are an error (they usually mean a stale checkpoint)."""
         _check_fields(data)
+        data = {"text_bigrams": False, **data}  # saved before the field existed: no bigram table in the weights
         return cls(**data)
 
 

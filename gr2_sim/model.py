@@ -289,7 +289,7 @@ class VideoActionDiT(nn.Module):
             self.space_pos = nn.Parameter(torch.zeros(n, D))
             self.time_pos = nn.Parameter(torch.zeros(cfg.n_future + 1, D))
         self.t_embedder = TimestepEmbedder(D)
-        self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers)
+        self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers, cfg.text_bigrams)
         self.text_proj = nn.Linear(cfg.lang_dim, D)
         self.state_embedder = (
             nn.Sequential(nn.Linear(cfg.state_dim, D), nn.SiLU(), nn.Linear(D, D)) if cfg.state_dim else None
@@ -331,8 +331,12 @@ class VideoActionDiT(nn.Module):
         nn.init.normal_(self.text_encoder.embed.weight, std=0.02)
         nn.init.normal_(self.text_encoder.pos, std=0.02)
         nn.init.normal_(self.text_encoder.null, std=0.02)
+        if self.text_encoder.bigram_embed is not None:
+            nn.init.normal_(self.text_encoder.bigram_embed.weight, std=0.02)
         with torch.no_grad():
             self.text_encoder.embed.weight[0].zero_()  # padding row
+            if self.text_encoder.bigram_embed is not None:
+                self.text_encoder.bigram_embed.weight[0].zero_()
         D = cfg.d_model
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)

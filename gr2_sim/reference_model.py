@@ -63,7 +63,7 @@ class ReferenceDiT(nn.Module):
         self.patch_embed = nn.Linear(3 * cfg.patch_size**2, D)
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.n_tokens, D) * 0.02)
         self.time_embed = nn.Sequential(nn.Linear(1, 128), nn.SiLU(), nn.Linear(128, cond_dim))
-        self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers)
+        self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers, cfg.text_bigrams)
         self.lang_embed = nn.Linear(cfg.lang_dim, cond_dim)
         self.state_embed = nn.Linear(cfg.state_dim, cond_dim) if cfg.state_dim else None
         n_parts = 3 if cfg.state_dim else 2

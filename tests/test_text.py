@@ -66,3 +66,34 @@ def test_encoder_rejects_ids_outside_its_vocabulary():
     enc = TextEncoder(vocab_size=16, lang_dim=8, max_len=4)
     with pytest.raises(UserError, match="vocab_size=16"):
         enc(tokenize(["pick up the cube"], max_len=4, vocab_size=2048))
+
+
+def test_bigrams_bind_each_color_to_its_noun():
+    from gr2_sim.text import bigram_ids
+
+    a, b = "put the red cube in the blue bowl", "put the blue cube in the red bowl"
+    tokens = tokenize([a, b], max_len=12)
+    ids = bigram_ids(tokens, 2048)
+    assert ((ids == 0) == ((tokens == PAD_ID) | (torch.roll(tokens, -1, 1) == PAD_ID))).all()  # 0 only at the ends
+    assert int(ids.min()) >= 0 and int(ids.max()) < 2048
+    torch.manual_seed(0)
+    for bigrams, differ in ((False, False), (True, True)):
+        enc = TextEncoder(vocab_size=2048, lang_dim=16, max_len=12, n_layers=0, bigrams=bigrams)
+        with torch.no_grad():
+            enc.pos.zero_()  # a pure bag: the same words in another order pool to the same vector
+            enc.embed.weight.normal_()
+            if bigrams:
+                enc.bigram_embed.weight.normal_()
+        ea, eb = enc(tokens)
+        assert (not torch.allclose(ea, eb, atol=1e-4)) == differ
+
+
+def test_configs_saved_before_bigrams_load_without_them():
+    from gr2_sim.config import ModelConfig, make_config
+
+    old = make_config("tiny").to_dict()
+    del old["text_bigrams"]
+    assert ModelConfig.from_dict(old).text_bigrams is False
+    assert make_config("tiny").text_bigrams is True
+    with pytest.raises(Exception, match="text_bigrams='yes' must be true or false"):
+        make_config("tiny", text_bigrams="yes")

@@ -240,6 +240,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-trace", action="store_true",
+                   help="query the model eagerly instead of through its traced copy (gr2_sim/traced.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -254,7 +256,8 @@ def run(args) -> int:
     options: dict[str, Any] = {"seed": args.seed}
     if args.policy == "gr2":
         options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,
-                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm)
+                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm,
+                       trace=not args.no_trace)
     policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, **options)
     try:
         report = evaluate(policy, env, args.episodes, args.seed_start, env_kwargs, args.videos, args.out,

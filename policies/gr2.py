@@ -243,7 +243,8 @@ class GR2Policy(ChunkedPolicy):
     def describe(self) -> dict[str, Any]:
         info = {**super().describe(), "type": "GR2Policy", "ckpt": self.name, "mode": self.mode,
                 "horizon": self.chunk_size, "seed": self.seed, "params": self.model.num_params(),
-                "device": str(self.device), "torch_threads": torch.get_num_threads()}
+                "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                "traced": isinstance(self.net, TracedDiT)}
         if self.mode != "head":
             info["ddim_steps"] = self.ddim_steps
         if self.idm is not None:

@@ -81,6 +81,19 @@ def test_model_is_queried_every_k_steps(run, tmp_path, k):
     assert agg["query_latency_ms"]["n"] == sum(e["queries"] for e in report["per_episode"])
 
 
+def test_traced_and_eager_queries_give_the_same_rollouts(run, tmp_path):
+    reports = []
+    for flag in ([], ["--no-trace"]):
+        out = tmp_path / ("eager" if flag else "traced")
+        assert main(["eval", "--ckpt", str(run), "--env", REACH, "--episodes", "2", "--mode", "denoise",
+                     "--ddim-steps", "2", "--env-kwargs", SHORT, "--out", str(out), "--no-progress", *flag]) == 0
+        reports.append(json.loads((out / "eval.json").read_text()))
+    traced, eager = reports
+    assert traced["config"]["policy"]["traced"] is True and eager["config"]["policy"]["traced"] is False
+    for a, b in zip(traced["per_episode"], eager["per_episode"], strict=True):
+        assert (a["success"], a["length"], a["queries"]) == (b["success"], b["length"], b["queries"])
+
+
 def test_denoise_video_shows_predicted_frames(run, tmp_path):
     args = eval_args(tmp_path, "--ckpt", str(run), "--mode", "denoise", "--ddim-steps", "2", "--videos", "1",
                      "--env-kwargs", SHORT)

@@ -186,6 +186,7 @@ def train(cfg: TrainConfig) -> Path:
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + rank)
     step = 0
+    wall_before = 0.0  # seconds of training before this process (a resumed run counts its earlier sessions)
     if cfg.resume:
         state = ckpt.load_trainer_state(run)
         model.load_state_dict(state["model"])
@@ -195,6 +196,7 @@ def train(cfg: TrainConfig) -> Path:
         noise_gen.set_state(state["noise_gen"][rank % len(state["noise_gen"])])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
+        wall_before = float(state.get("wall_s", 0.0))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -227,12 +229,20 @@ def train(cfg: TrainConfig) -> Path:
             return
         ckpt.save_trainer_state(run, {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                                       "optimizer": optimizer.state_dict(), "data_gen": data_states,
-                                      "noise_gen": noise_states, "torch_rng": torch.get_rng_state()})
+                                      "noise_gen": noise_states, "torch_rng": torch.get_rng_state(),
+                                      "wall_s": wall_s()})
         ckpt.save_weights(run, model, ema, step)
         if cfg.keep_every and (step % cfg.keep_every == 0 or step == cfg.steps):
             ckpt.keep_checkpoint(run, step)
 
+    loop_start = time.perf_counter()
+
+    def wall_s() -> float:
+        """Wall-clock seconds this run has trained, over all its sessions (validation and saving included)."""
+        return wall_before + time.perf_counter() - loop_start
+
     def log(record: dict) -> None:
+        record = {**record, "wall_s": round(wall_s(), 2)}
         if rank == 0:
             with open(run / ckpt.METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")

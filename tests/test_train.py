@@ -92,6 +92,10 @@ def test_resume_after_kill_matches_uninterrupted_run(demo_file, tmp_path, monkey
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     steps = [r["step"] for r in metrics(resumed) if "loss" in r]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
+    # wall_s counts the training time of every session of the run: it never goes back after the resume
+    walls = [r["wall_s"] for r in metrics(resumed)]
+    assert walls == sorted(walls) and walls[0] >= 0
+    assert load_trainer_state(resumed)["wall_s"] >= walls[-1] - 0.01
 
 
 def test_action_stage_on_video_only_data_is_refused(video_file, tmp_path):

@@ -8,6 +8,7 @@ evaluation"). :class:`TracedDiT` stands in for the model wherever the diffusion 
 
 - one trace per (need_video, has-state) combination, built on first use, for the first input shapes seen;
   any other shape (or ``return_attention``, dropout, targets) goes to the eager model;
+- the weights are frozen into the trace when it is built: load new weights into a new TracedDiT;
 - the first traced result is checked against the eager model and the trace is dropped (eager from then on,
   with a warning) if they differ by more than ``atol``: a trace can silently freeze a Python branch.
 
@@ -67,13 +68,16 @@ class TracedDiT:
     def _trace(self, need_video: bool, args: tuple):
         module = _Forward(self.model, need_video).eval()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 points at torch.compile (below)
+            warnings.simplefilter("ignore")  # TracerWarnings; torch 2.13's deprecation of torch.jit (above)
             try:
                 traced = torch.jit.freeze(torch.jit.trace(module, args, check_trace=False))
-            except Exception as err:  # noqa: BLE001 - any tracing failure means: run eagerly
-                warnings.warn(f"tracing the model failed ({err!r}); running it eagerly", stacklevel=3)
-                return None
+            except Exception as err:  # noqa: BLE001 - any tracing failure (or no torch.jit) means: run eagerly
+                failure = err
+            else:
+                failure = None
+        if failure is not None:
+            warnings.warn(f"tracing the model failed ({failure!r}); running it eagerly", stacklevel=3)
+            return None
         expected, got = module(*args), traced(*args)
         pairs = zip(expected, got, strict=True) if need_video else [(expected, got)]
         if not all(torch.allclose(e, g, atol=self.atol, rtol=0) for e, g in pairs):

@@ -83,3 +83,21 @@ def test_a_trace_that_disagrees_is_dropped_for_eager():
     assert net._traces[(False, False)][1] is None
     before = model.calls
     assert float(net(*args, need_video=False)["actions"][0, 0, 0]) == before + 1  # eager: the model ran again
+
+
+def test_a_torch_without_tracing_runs_eagerly(monkeypatch):
+    model = tiny_model()
+    cfg = model.config
+    S, T = cfg.img_size, cfg.n_future
+
+    def no_trace(*args, **kwargs):
+        raise RuntimeError("tracing is not available")
+
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    net = TracedDiT(model)
+    args = (torch.zeros(1, 3, S, S), torch.zeros(1, T, 3, S, S), torch.zeros(1, dtype=torch.long),
+            model.text_encoder.tokenize(["x"]), torch.zeros(1, 3))
+    with pytest.warns(UserWarning, match="tracing the model failed"):
+        out = net(*args, need_video=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(out["actions"], model(*args, need_video=False)["actions"])

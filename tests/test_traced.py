@@ -30,13 +30,12 @@ def test_traced_readouts_match_eager(state_dim):
     cond = torch.rand(1, 3, cfg.img_size, cfg.img_size) * 2 - 1
     tokens = model.text_encoder.tokenize(["push the red cube"])
     state = torch.randn(1, state_dim) if state_dim else None
-    for net_a, net_b in [(model, traced)]:
-        head = [diffusion.head_actions(n, cond, tokens, state, torch.Generator().manual_seed(1)) for n in (net_a, net_b)]
-        torch.testing.assert_close(head[0], head[1], atol=1e-5, rtol=0)
-        den = [diffusion.ddim_sample(n, cond, tokens, state, steps=3, generator=torch.Generator().manual_seed(2))
-               for n in (net_a, net_b)]
-        torch.testing.assert_close(den[0][0], den[1][0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(den[0][1], den[1][1], atol=1e-5, rtol=0)
+    head = [diffusion.head_actions(n, cond, tokens, state, torch.Generator().manual_seed(1)) for n in (model, traced)]
+    torch.testing.assert_close(head[0], head[1], atol=1e-5, rtol=0)
+    den = [diffusion.ddim_sample(n, cond, tokens, state, steps=3, generator=torch.Generator().manual_seed(2))
+           for n in (model, traced)]
+    torch.testing.assert_close(den[0][0], den[1][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(den[0][1], den[1][1], atol=1e-5, rtol=0)
     assert all(trace is not None for _, trace in traced._traces.values())  # both flags were traced, not eager
     other_tokens = model.text_encoder.tokenize(["push the blue cube"])  # new values, same shapes: the trace
     with torch.inference_mode():

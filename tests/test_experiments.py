@@ -151,10 +151,15 @@ def test_sample_efficiency_interpolates_on_log_demos():
     cells = [{"variant": "scratch", "demos": 50, "success_rate": 0.1},
              {"variant": "scratch", "demos": 200, "success_rate": 0.5},
              {"variant": "pretrained", "demos": 50, "success_rate": 0.3}]
+    cells.append({"variant": "pretrained", "demos": 200, "success_rate": 0.0})
     result = sample_efficiency(cells)
     assert result["status"] == "reached" and result["gain"] == pytest.approx(2.0)
+    assert result["smallest_demos"] == 50 and result["pretrained_success_at_smallest"] == 0.3
+    assert [r["demos"] for r in result["per_demos"]] == [50, 200]
+    assert result["per_demos"][1]["status"] == "no gain measurable"
     cells[2]["success_rate"] = 0.9
-    assert sample_efficiency(cells)["status"] == "not reached"
+    result = sample_efficiency(cells)
+    assert result["status"] == "not reached" and result["gain_at_least"] == pytest.approx(4.0)
 
 
 def test_schedule_puts_held_out_losses_on_every_checkpoint():

@@ -8,7 +8,8 @@ and from phase 2 for every demo count and seed, each rolled out on the same test
 - pre-trained minus scratch with Newcombe's 95% interval (``gr2_sim/stats.py``);
 - the sample-efficiency gain: how many demos scratch needs to reach pre-trained's success at the smallest demo
   count, by linear interpolation of scratch's success on a log-demos axis, divided by that smallest count; or
-  "not reached" when scratch stays below it at every count (the gain is then larger than max/min demos).
+  "not reached" when scratch stays below it at every count (the gain is then larger than max/min demos). The
+  same at every other demo count in ``sample_efficiency.per_demos``.
 
 Outputs: ``DIR/summary.json``, ``DIR/transfer.png`` (success vs demos with intervals; the difference with its
 interval), and the sweep's own ``DIR/sweep/results.{json,md}``, ``success_vs_demos.png`` and run folders.
@@ -100,25 +101,34 @@ def demos_to_reach(points: list[tuple[int, float]], target: float) -> float | No
     return None
 
 
-def sample_efficiency(cells: list[dict]) -> dict:
-    scratch = sorted((c["demos"], c["success_rate"]) for c in cells if c["variant"] == "scratch")
-    pre = sorted((c["demos"], c["success_rate"]) for c in cells if c["variant"] == "pretrained")
-    if not scratch or not pre:
-        return {"status": "needs both variants"}
-    n0, target = pre[0]
+def efficiency_at(scratch: list[tuple[int, float]], n0: int, target: float) -> dict:
+    """How many demos scratch needs to match pre-trained's success ``target`` at ``n0`` demos, and the ratio."""
     needed = demos_to_reach(scratch, target)
-    result = {"smallest_demos": n0, "pretrained_success_at_smallest": target, "scratch_demos_needed": needed}
+    result = {"demos": n0, "pretrained_success": target, "scratch_demos_needed": needed}
     if target == 0:
-        result.update(status="no gain measurable", gain=None,
-                      note="pre-trained succeeds 0 times at the smallest demo count")
+        result.update(status="no gain measurable", gain=None, note=f"pre-trained succeeds 0 times at {n0} demos")
     elif needed is None:
         result.update(status="not reached", gain=None, gain_at_least=scratch[-1][0] / n0,
                       note=f"scratch stays below {target:.3f} up to {scratch[-1][0]} demos")
     else:
         result.update(status="reached", gain=needed / n0,
-                      note="demos scratch needs (log-demos interpolation) / smallest demo count; point estimate "
+                      note="demos scratch needs (log-demos interpolation) / demos of pre-trained; point estimate "
                            "without an interval")
     return result
+
+
+def sample_efficiency(cells: list[dict]) -> dict:
+    """The gain at the smallest demo count (the lesson's question, at the top level), and at every count in
+    ``per_demos``."""
+    scratch = sorted((c["demos"], c["success_rate"]) for c in cells if c["variant"] == "scratch")
+    pre = sorted((c["demos"], c["success_rate"]) for c in cells if c["variant"] == "pretrained")
+    if not scratch or not pre:
+        return {"status": "needs both variants"}
+    per_demos = [efficiency_at(scratch, n, rate) for n, rate in pre]
+    headline = dict(per_demos[0])
+    headline["smallest_demos"] = headline.pop("demos")
+    headline["pretrained_success_at_smallest"] = headline.pop("pretrained_success")
+    return {**headline, "per_demos": per_demos}
 
 
 def run(args: argparse.Namespace) -> int:

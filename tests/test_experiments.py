@@ -144,6 +144,21 @@ def test_rank_correlation_matches_scipy_with_ties():
     assert common.pearson([1, 1, 1], [1, 2, 3]) is None and common.spearman([1, 2], [2, 1]) is None
 
 
+def test_permutation_p_values():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    c = common.correlations(x, [0.1, 0.2, 0.25, 0.4, 0.5, 0.9], p_values=True)
+    assert c["spearman"] == pytest.approx(1.0)
+    assert c["spearman_p"] == pytest.approx(2 / 720)  # exact: only the order itself and its reverse reach |rho| = 1
+    assert common.correlations(x, [3.0, 1.0, 4.0, 1.5, 5.0, 2.0], p_values=True)["spearman_p"] > 0.2
+    assert common.correlations(x, [1.0] * 6, p_values=True)["pearson_p"] is None  # constant: undefined
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=40)
+    b = 0.5 * a + rng.normal(size=40)  # sampled, n > 8: close to the t-test's p-value
+    assert common.permutation_p(list(a), list(b), common.pearson, resamples=4000) == pytest.approx(
+        stats.pearsonr(a, b).pvalue, abs=0.01)
+
+
 def test_sample_efficiency_interpolates_on_log_demos():
     assert demos_to_reach([(50, 0.1), (200, 0.5)], 0.3) == pytest.approx(100.0)  # halfway in log space
     assert demos_to_reach([(50, 0.6), (200, 0.8)], 0.3) == 50.0

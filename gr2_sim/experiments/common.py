@@ -11,6 +11,7 @@ Layout of an experiment folder::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -138,9 +139,34 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return pearson(list(ranks(x)), list(ranks(y)))
 
 
-def correlations(x: list[float], y: list[float]) -> dict[str, Any]:
-    """{"pearson", "spearman", "n"}; values are None when undefined (e.g. every success rate was 0)."""
-    return {"pearson": pearson(x, y), "spearman": spearman(x, y), "n": len(x)}
+def permutation_p(x: list[float], y: list[float], statistic, exact_up_to: int = 8, resamples: int = 20000,
+                  seed: int = 0) -> float | None:
+    """Two-sided permutation p-value of ``statistic(x, y)`` against shuffled pairings: exact (all n! orders)
+    for n <= ``exact_up_to``, else ``resamples`` random orders (+1 smoothing). Assumes exchangeable pairs:
+    points of one training curve are autocorrelated, so there it is optimistic. None when undefined."""
+    observed = statistic(x, y)
+    if observed is None:
+        return None
+    y = np.asarray(y, float)
+    n = len(y)
+    if n <= exact_up_to:
+        orders = itertools.permutations(range(n))
+        stats = [statistic(x, list(y[list(o)])) for o in orders]
+        hits = sum(abs(v) >= abs(observed) - 1e-12 for v in stats if v is not None)
+        return hits / len(stats)
+    rng = np.random.default_rng(seed)
+    hits = sum(abs(statistic(x, list(rng.permutation(y))) or 0.0) >= abs(observed) - 1e-12 for _ in range(resamples))
+    return (hits + 1) / (resamples + 1)
+
+
+def correlations(x: list[float], y: list[float], p_values: bool = False) -> dict[str, Any]:
+    """{"pearson", "spearman", "n"}, and with ``p_values`` their two-sided permutation p-values
+    ("pearson_p", "spearman_p"); values are None when undefined (e.g. every success rate was 0)."""
+    out = {"pearson": pearson(x, y), "spearman": spearman(x, y), "n": len(x)}
+    if p_values:
+        out["pearson_p"] = permutation_p(x, y, pearson)
+        out["spearman_p"] = permutation_p(x, y, spearman)
+    return out
 
 
 def bootstrap_mean_ci(values: list[float] | np.ndarray, resamples: int = 2000, seed: int = 0,

@@ -5,7 +5,8 @@ and, every ``eval_every`` steps, the held-out video MSE and action MSE (held-out
 ``--checkpoints`` evenly spaced steps the EMA weights are rolled out on ``--env`` test seeds (success rate with a
 Wilson interval). Reported: Pearson and Spearman correlations of the training curves (raw, and of their
 step-to-step changes, which removes the shared downward trend), of the held-out curves, and across checkpoints of
-held-out video error vs action error vs success.
+held-out video error vs action error vs success, the latter with two-sided permutation p-values (exact for up
+to 8 checkpoints: with 6, |rho| = 1 is the strongest evidence available, p = 2/720).
 
 How the checkpoints are kept. ``gr2_sim/train.py`` follows warm-up + cosine decay over the run's total
 ``steps``, so training to s1 and then resuming with a larger ``--steps`` would change the schedule: the checkpoints
@@ -94,7 +95,8 @@ def analyse(records: list[dict], checkpoints: list[dict]) -> dict:
                             "step_changes": common.correlations(differences(video), differences(action))},
         "held_out_curves": {"val_video_mse_vs_val_action_mse": common.correlations(
             [r["val_video_mse"] for r in val], [r["val_action_mse"] for r in val])},
-        "across_checkpoints": {f"{a}_vs_{b}": common.correlations(series[a], series[b]) for a, b in pairs},
+        "across_checkpoints": {f"{a}_vs_{b}": common.correlations(series[a], series[b], p_values=True)
+                               for a, b in pairs},
         "note": "null correlations are undefined: fewer than 3 points, or a constant series (e.g. success 0 "
                 "at every checkpoint)",
     }

@@ -19,9 +19,9 @@ checkpoints (``eval/eval.json``) are skipped.
 Outputs: ``DIR/summary.json``, ``DIR/loss_correlation.png`` (both losses on one graph, twin log axes; success
 at the checkpoints), ``DIR/runs/phase3/``, ``DIR/runs/phase3/checkpoints/step_<s>/eval/eval.json``.
 
-CPU budget at the defaults (Reach, 200 demos, ``small``, 3000 steps, 6 checkpoints x 50 episodes): about
-20 minutes on 2 cores (estimated from the README's training throughput, ~3.6 steps/s at batch 32, and rollout
-speed; not timed end to end).
+CPU budget at the defaults (Reach, 200 demos, ``small``, 3000 steps, 6 checkpoints x 50 episodes): 54 minutes
+measured with one torch thread while two other trainings shared the 2 cores (docs/results.md); the training is
+most of it (3000 steps x 32 samples at the ``small`` preset's ~87 samples/s on 2 idle cores is ~18 minutes).
 """
 
 from __future__ import annotations

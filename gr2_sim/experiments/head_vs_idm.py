@@ -19,7 +19,8 @@ Outputs: ``DIR/summary.json``, ``DIR/head_vs_idm.png`` (error per readout; succe
 CPU budget at the defaults (Reach, 200 demos, ``small`` 2000 steps, IDM 2000 steps, 256 windows, 10 DDIM steps,
 3 x 50 episodes): about 30 minutes on 2 cores, most of it training and the DDIM rollouts (estimated from the
 README's throughput and latencies; not timed end to end). Measured with ``--run`` given, one torch thread beside
-two other trainings: 30 minutes, most of it the IDM's training and the two DDIM readouts' rollouts.
+two other trainings: 29.6 minutes for the invocation that trained the IDM's last 1500 steps and ran every
+readout and rollout (docs/results.md).
 """
 
 from __future__ import annotations

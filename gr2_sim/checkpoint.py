@@ -8,6 +8,8 @@
                              ``torch.load(weights_only=True)``
     RUN/metrics.jsonl        one JSON object per logged step / validation
     RUN/checkpoints/step_N/  (with --keep-every) config, weights and normaliser at step N: a loadable run
+    RUN/best/                the same at the validation with the lowest held-out error so far (action MSE for
+                             actions, else video MSE), with best.json saying which step and value
 
 Every file is written to a temporary name and renamed into place, so a killed run leaves the previous
 checkpoint intact. ``trainer_state.pt`` holds all the state needed to resume, which is why a crash between
@@ -54,6 +56,27 @@ def keep_checkpoint(run: Path, step: int) -> Path:
             shutil.copy2(run / name, tmp / name)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    return final
+
+
+def save_best(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: int, metric: str,
+              value: float) -> Path:
+    """Write the current weights with the run's config and normaliser to RUN/best/ (whole or not at all), and
+    RUN/best/best.json = {"step", "metric", "value"}."""
+    final, tmp = run / "best", run / ".best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in (CONFIG, NORMALIZER):
+        if (run / name).exists():
+            shutil.copy2(run / name, tmp / name)
+    save_weights(tmp, model, ema, step)
+    atomic_write_text(tmp / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
+    old = run / ".best.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     eval_every: int = 250  # validation (held-out episodes) every N steps
     ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
     keep_every: int = 0  # also keep the weights every N steps as RUN/checkpoints/step_<N>/ (0: never)
+    keep_best: bool = True  # keep the weights of the lowest held-out error in RUN/best/
     val_windows: int = 256
     resume: bool = False
     progress: bool = True
@@ -186,6 +187,7 @@ def train(cfg: TrainConfig) -> Path:
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + rank)
     step = 0
+    best = math.inf  # lowest held-out error so far (RUN/best/ holds its weights)
     wall_before = 0.0  # seconds of training before this process (a resumed run counts its earlier sessions)
     if cfg.resume:
         state = ckpt.load_trainer_state(run)
@@ -197,6 +199,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         wall_before = float(state.get("wall_s", 0.0))
+        best = float(state.get("best_val", math.inf))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -230,7 +233,7 @@ def train(cfg: TrainConfig) -> Path:
         ckpt.save_trainer_state(run, {"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                                       "optimizer": optimizer.state_dict(), "data_gen": data_states,
                                       "noise_gen": noise_states, "torch_rng": torch.get_rng_state(),
-                                      "wall_s": wall_s()})
+                                      "wall_s": wall_s(), "best_val": best})
         ckpt.save_weights(run, model, ema, step)
         if cfg.keep_every and (step % cfg.keep_every == 0 or step == cfg.steps):
             ckpt.keep_checkpoint(run, step)
@@ -282,7 +285,12 @@ def train(cfg: TrainConfig) -> Path:
             window_start, window_steps = time.perf_counter(), 0
         if val_rows is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             ema.eval()
-            log({"step": step, **objective.validate(ema, val_sampler, val_rows, device, normalizer)})
+            metrics = objective.validate(ema, val_sampler, val_rows, device, normalizer)
+            log({"step": step, **metrics})
+            metric = "val_action_mse" if "val_action_mse" in metrics else "val_video_mse"
+            if cfg.keep_best and metric in metrics and metrics[metric] < best:
+                best = float(metrics[metric])
+                ckpt.save_best(run, model, ema, step, metric, best)
         if step % cfg.ckpt_every == 0 or step == cfg.steps or (cfg.keep_every and step % cfg.keep_every == 0):
             save_checkpoint()
         if bar is not None:
@@ -315,6 +323,9 @@ def add_arguments(p) -> None:
                    help="random-shift augmentation of the training frames in pixels (0: none)")
     p.add_argument("--pure-noise", type=float, default=TrainConfig.pure_noise, metavar="FRACTION",
                    help="--stage action: fraction of samples with pure-noise future frames (the head readout's input)")
+    p.add_argument("--no-keep-best", dest="keep_best", action="store_false",
+                   help="do not keep the weights of the lowest held-out error in RUN/best/ (kept by default; "
+                        "evaluate them with --ckpt RUN/best)")
     p.add_argument("--keep-every", type=int, default=0, metavar="N",
                    help="also keep the weights every N steps in RUN/checkpoints/step_N/ (each a loadable run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -346,6 +357,7 @@ def run(args) -> int:
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
+                      keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress,
                       overrides=parse_overrides(args.overrides) or None)

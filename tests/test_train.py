@@ -54,6 +54,24 @@ def test_keep_every_keeps_loadable_weights_of_one_run(demo_file, tmp_path):
         TrainConfig(stage="action", data="x", out="y", keep_every=-1)
 
 
+def test_best_holds_the_weights_of_the_lowest_held_out_error(demo_file, tmp_path):
+    from gr2_sim.checkpoint import load_weights
+    from policies.gr2 import GR2Policy
+
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=9, keep_every=1,
+                            **{**TINY, "eval_every": 1, "lr": 3e-3}))
+    vals = [(r["val_action_mse"], r["step"]) for r in metrics(run) if "val_action_mse" in r]
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert (best["value"], best["step"]) == min(vals) and best["metric"] == "val_action_mse"
+    # the same weights as the copy kept at that step (--keep-every 1 keeps them all)
+    torch.testing.assert_close(load_weights(run / "best"), load_weights(run / "checkpoints" / f"step_{best['step']:06d}"))
+    GR2Policy.from_checkpoint(run / "best")  # a loadable run folder
+    assert load_trainer_state(run)["best_val"] == pytest.approx(best["value"])
+    off = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "off"), steps=3, keep_best=False,
+                            **TINY))
+    assert not (off / "best").exists()
+
+
 def test_three_phases_chain(video_file, demo_file, tmp_path):
     p1 = train(TrainConfig(stage="video", data=str(video_file), out=str(tmp_path / "p1"), steps=3, **TINY))
     p2 = train(TrainConfig(stage="robot-video", data=str(demo_file), out=str(tmp_path / "p2"), init=str(p1),

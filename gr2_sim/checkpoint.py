@@ -44,40 +44,46 @@ def save_weights(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: 
     atomic_write_bytes(run / WEIGHTS, save(tensors, metadata={"step": str(step)}))
 
 
-def keep_checkpoint(run: Path, step: int) -> Path:
-    """Copy the run's loadable files (config, weights, normaliser) to RUN/checkpoints/step_<step>/; the folder
-    appears whole or not at all."""
-    keep = run / "checkpoints"
-    final, tmp = keep / f"step_{step:06d}", keep / f".step_{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in (CONFIG, WEIGHTS, NORMALIZER):
-        if (run / name).exists():
-            shutil.copy2(run / name, tmp / name)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
-
-
-def save_best(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: int, metric: str,
-              value: float) -> Path:
-    """Write the current weights with the run's config and normaliser to RUN/best/ (whole or not at all), and
-    RUN/best/best.json = {"step", "metric", "value"}."""
-    final, tmp = run / "best", run / ".best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in (CONFIG, NORMALIZER):
-        if (run / name).exists():
-            shutil.copy2(run / name, tmp / name)
-    save_weights(tmp, model, ema, step)
-    atomic_write_text(tmp / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
-    old = run / ".best.old"
+def _publish(tmp: Path, final: Path) -> Path:
+    """Move the filled folder ``tmp`` to ``final``, replacing any previous one: ``final`` is at every instant
+    either the old folder or the new one, never missing or partly written (the old one is renamed aside first)."""
+    old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def keep_checkpoint(run: Path, step: int) -> Path:
+    """Copy the run's loadable files (config, weights, normaliser) to RUN/checkpoints/step_<step>/; the folder
+    appears whole or not at all."""
+    keep = run / "checkpoints"
+    tmp = _fresh_dir(keep / f".step_{step:06d}.tmp")
+    for name in (CONFIG, WEIGHTS, NORMALIZER):
+        if (run / name).exists():
+            shutil.copy2(run / name, tmp / name)
+    return _publish(tmp, keep / f"step_{step:06d}")
+
+
+def save_best(run: Path, model: torch.nn.Module, ema: torch.nn.Module, step: int, metric: str,
+              value: float) -> Path:
+    """Write the current weights with the run's config and normaliser to RUN/best/ (whole or not at all), and
+    RUN/best/best.json = {"step", "metric", "value"}."""
+    tmp = _fresh_dir(run / ".best.tmp")
+    for name in (CONFIG, NORMALIZER):
+        if (run / name).exists():
+            shutil.copy2(run / name, tmp / name)
+    save_weights(tmp, model, ema, step)
+    atomic_write_text(tmp / "best.json", json.dumps({"step": step, "metric": metric, "value": value}))
+    return _publish(tmp, run / "best")
 
 
 def kept_checkpoints(run: str | Path) -> list[tuple[int, Path]]:

@@ -32,6 +32,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
 from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env
 from gr2_sim.stats import percentile_summary, wilson_interval
+from gr2_sim.text import words
 from gr2_sim.video import EpisodeRecorder, write_video
 from policies.base import Policy
 
@@ -107,7 +108,27 @@ def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall
             "mean_length_success": float(np.mean(solved)) if solved else None,
             "unstable_episodes": sum(e["unstable"] for e in per_episode),
             "query_latency_ms": percentile_summary(latencies_ms), "queries_per_step": len(latencies_ms) / max(steps, 1),
-            "wall_time_s": wall_s, "env_steps_per_s": steps / max(wall_s, 1e-9)}
+            "wall_time_s": wall_s, "env_steps_per_s": steps / max(wall_s, 1e-9),
+            "by_word": success_by_word(per_episode)}
+
+
+def success_by_word(per_episode: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Success per instruction word, for the words in some instructions but not all (colors, objects, verbs).
+
+    ``{"orange": {"episodes": 24, "successes": 16, "success_rate": 0.67, "success_ci95": [...]}, ...}``, worst
+    first: which named object or color the policy gets wrong. Empty when every instruction has the same words.
+    """
+    episodes_with: dict[str, list[bool]] = {}
+    for e in per_episode:
+        for w in set(words(e.get("instruction") or "")):
+            episodes_with.setdefault(w, []).append(bool(e["success"]))
+    rows = {}
+    for w, results in episodes_with.items():
+        if len(results) == len(per_episode):
+            continue  # in every instruction: says nothing about which one fails
+        k, n = sum(results), len(results)
+        rows[w] = {"episodes": n, "successes": k, "success_rate": k / n, "success_ci95": list(wilson_interval(k, n))}
+    return dict(sorted(rows.items(), key=lambda item: (item[1]["success_rate"], -item[1]["episodes"], item[0])))
 
 
 def evaluate(policy: Policy, env: str | gym.Env, episodes: int, seed_start: int = TEST_SEED_START,
@@ -270,4 +291,8 @@ def run(args) -> int:
     latency = f"query latency median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat["n"] else "no queries"
     print(f"{report['config']['env_id']}: success {agg['successes']}/{agg['episodes']} = {agg['success_rate']:.0%} "
           f"(95% CI {low:.0%}-{high:.0%}), mean length {agg['mean_length']:.1f}, {latency} -> {Path(args.out) / 'eval.json'}")
+    if agg["by_word"]:
+        worst = list(agg["by_word"].items())[:6]
+        print("success by instruction word, worst first: "
+              + ", ".join(f"{w} {r['successes']}/{r['episodes']}" for w, r in worst))
     return 0

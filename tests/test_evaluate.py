@@ -14,7 +14,7 @@ import gr2_sim.video as video
 from gr2_sim.cli import main
 from gr2_sim.data import TEST_SEED_START
 from gr2_sim.errors import UserError
-from gr2_sim.evaluate import evaluate, evaluate_run
+from gr2_sim.evaluate import evaluate, evaluate_run, success_by_word
 from gr2_sim.stats import newcombe_difference, percentile_summary, wilson_interval
 from gr2_sim.train import TrainConfig, train
 from policies.base import Policy
@@ -193,3 +193,17 @@ def test_evaluate_run_gives_torch_threads_back(demo_file, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_success_by_word_counts_the_varying_words_worst_first():
+    episodes = [{"instruction": "touch the red cube", "success": True},
+                {"instruction": "touch the red cube", "success": True},
+                {"instruction": "reach the orange cube", "success": False},
+                {"instruction": "touch the orange cube", "success": True}]
+    rows = success_by_word(episodes)
+    assert list(rows)[:2] == ["reach", "orange"] and "the" not in rows and "cube" not in rows  # in every instruction
+    assert (rows["orange"]["successes"], rows["orange"]["episodes"]) == (1, 2)
+    assert (rows["touch"]["successes"], rows["touch"]["episodes"]) == (3, 3) and rows["reach"]["success_rate"] == 0
+    low, high = rows["orange"]["success_ci95"]
+    assert 0 < low < 0.5 < high < 1
+    assert success_by_word([{"instruction": "", "success": True}]) == {}

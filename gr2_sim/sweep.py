@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 from gr2_sim.data import VALID_EVERY
@@ -65,11 +66,44 @@ def ensure_data(args, data: Path) -> dict[str, Path]:
         done = paths[name].with_name(paths[name].name + ".done")
         if done.exists():
             continue
+        start = time.perf_counter()
         code = gr2([*argv, "--out", str(paths[name]), "--workers", str(args.workers)])
         if code != 0:
             raise UserError(f"collecting {name} failed (exit {code}); see the error above, then rerun the sweep")
-        done.write_text("complete\n")
+        atomic_write_text(done, json.dumps({"complete": True, "seconds": round(time.perf_counter() - start, 2)}))
     return paths
+
+
+def _seconds_done(done: Path) -> float | None:
+    """Seconds recorded in a data ``.done`` marker; None for a marker written before timings were kept."""
+    try:
+        return float(json.loads(done.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def timing(out: Path, rows: list[dict]) -> dict:
+    """Compute seconds of every stage of the sweep so far, each as measured when it ran (resumes included).
+
+    ``data`` (collection), ``phase1``/``phase2`` (training wall_s over all sessions), ``phase3`` (sum over the
+    runs), ``eval`` (sum over the runs), ``total``; a stage that has not run, or whose time was not recorded,
+    is None and left out of the total. The total is the lesson's cost on an otherwise idle machine only if
+    nothing else ran beside it.
+    """
+    from gr2_sim.checkpoint import TRAINER_STATE, load_trainer_state
+
+    def train_s(run: Path) -> float | None:
+        state = run / TRAINER_STATE
+        return float(load_trainer_state(run).get("wall_s", 0.0)) if state.exists() else None
+
+    data = [_seconds_done(p) for p in sorted((out / "data").glob("*.done"))]
+    parts = {"data": sum(data) if data and None not in data else None,
+             "phase1": train_s(out / "runs" / "phase1"), "phase2": train_s(out / "runs" / "phase2")}
+    phase3 = [train_s(Path(r["run"])) for r in rows]
+    parts["phase3"] = sum(phase3) if phase3 and None not in phase3 else None
+    parts["eval"] = sum(r["wall_time_s"] for r in rows) if rows else None
+    parts["total"] = sum(v for v in parts.values() if v is not None)
+    return {k: None if v is None else round(v, 1) for k, v in parts.items()}
 
 
 DATA_FIELDS = ("img_size", "action_dim", "state_dim")  # set by each run from its data
@@ -157,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
 def write_results(out: Path, rows: list[dict], args) -> None:
     from gr2_sim.plots import plot_success_vs_demos
 
+    seconds = timing(out, rows)
     atomic_write_text(out / "results.json", json.dumps({"env": args.env, "steps": args.steps, "mode": args.mode,
-                                                         "episodes": args.episodes, "rows": rows}, indent=2))
+                                                         "episodes": args.episodes, "rows": rows,
+                                                         "seconds": seconds}, indent=2))
     lines = [f"# Success vs demonstrations on {args.env}", "",
              f"Phase 3: {args.steps} steps for every run; evaluation: {args.episodes} test episodes, "
              f"`{args.mode}` readout; 95% Wilson intervals.", "",
@@ -167,5 +203,8 @@ def write_results(out: Path, rows: list[dict], args) -> None:
         lo, hi = r["success_ci95"]
         lines.append(f"| {r['demos']} | {r['variant']} | {r['seed']} | {r['success_rate']:.2f} | "
                      f"[{lo:.2f}, {hi:.2f}] | {r['mean_length']:.1f} |")
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items() if v is not None and k != "total")
+    lines += ["", f"Compute time so far: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "
+              "when it ran: the lesson's cost on an idle machine only if nothing else ran beside it)."]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     plot_success_vs_demos(rows, out / "success_vs_demos.png")

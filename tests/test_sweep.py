@@ -22,6 +22,11 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
     assert all(0.0 <= r["success_rate"] <= 1.0 and len(r["success_ci95"]) == 2 for r in results["rows"])
     assert (out / "success_vs_demos.png").stat().st_size > 1000
     assert "| demos | variant |" in (out / "results.md").read_text()
+    seconds = results["seconds"]  # every stage timed: the lesson's compute cost
+    parts = ("data", "phase1", "phase2", "phase3", "eval")
+    assert all(seconds[k] > 0 for k in parts)
+    assert abs(seconds["total"] - sum(seconds[k] for k in parts)) < 0.5
+    assert "Compute time so far" in (out / "results.md").read_text()
 
     # a rerun skips every finished piece: nothing is retrained or re-evaluated
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("eval.json")}

@@ -87,6 +87,10 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1) (0: the EMA is the raw weights), got {self.ema_decay}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be >= 0 steps, got {self.warmup}")
         if self.demos is not None and self.demos < 1:
             raise UserError(f"--demos must be >= 1, got {self.demos}")
 
@@ -314,6 +318,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
+                   help="decay of the EMA weights that are validated, kept and rolled out (0: raw weights)")
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
@@ -355,7 +362,8 @@ def parse_overrides(items: list[str]) -> dict:
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      action_weight=args.action_weight, seed=args.seed, device=args.device,
+                      action_weight=args.action_weight, ema_decay=args.ema_decay, warmup=args.warmup,
+                      seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,

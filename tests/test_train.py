@@ -268,3 +268,22 @@ def test_pure_noise_fraction_sets_the_noise_levels_of_the_action_stage():
         assert abs(share - (fraction + (1 - fraction) / 100)) < 0.08, (fraction, share)
     with pytest.raises(UserError, match="--pure-noise must be a fraction"):
         TrainConfig(stage="action", data="x", out="y", pure_noise=1.5)
+
+
+def test_ema_decay_and_warmup_flags(demo_file, tmp_path, capsys):
+    from gr2_sim.checkpoint import load_weights
+
+    base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",
+            "--no-progress", "--eval-every", "3", "--ckpt-every", "3"]
+    assert main([*base, "--out", str(tmp_path / "raw"), "--ema-decay", "0", "--warmup", "0"]) == 0
+    saved = json.loads((tmp_path / "raw" / "config.json").read_text())["train"]
+    assert (saved["ema_decay"], saved["warmup"]) == (0.0, 0)
+    ema, raw = load_weights(tmp_path / "raw", "ema"), load_weights(tmp_path / "raw", "model")
+    torch.testing.assert_close(ema, raw)  # decay 0: the EMA is the raw weights
+    assert main([*base, "--out", str(tmp_path / "avg")]) == 0
+    ema, raw = load_weights(tmp_path / "avg", "ema"), load_weights(tmp_path / "avg", "model")
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)
+    for flag, value, message in (("--ema-decay", "1", "--ema-decay must be in [0, 1)"),
+                                 ("--warmup", "-5", "--warmup must be >= 0")):
+        assert main([*base, "--out", str(tmp_path / "bad"), flag, value]) == 2
+        assert message in capsys.readouterr().err

@@ -215,3 +215,27 @@ def test_inputs_probe_reports_each_shuffled_input(demo_file, tmp_path, one_torch
     assert early["windows"] == load_episodes(demo_file, split="valid", load_images=False).num_episodes
     assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
                  "--noise", "1.5"]) == 2
+
+
+def test_palette_measures_how_far_each_color_stands_out(tmp_path, capsys):
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from gr2_sim.experiments.palette import contrast
+
+    assert main(["experiment", "palette", "--out", str(tmp_path / "p"), "--scenes", "2"]) == 0
+    colors = json.loads((tmp_path / "p" / "summary.json").read_text())["colors"]
+    assert set(colors) == {"red", "green", "blue", "yellow", "purple", "orange"}
+    assert all(v["pixels"] > 5 and v["scenes"] == 2 for v in colors.values())
+    # blue is the palette color farthest from the brown table, in RGB and in hue
+    assert max(colors, key=lambda c: colors[c]["rgb_distance"]) == "blue"
+    assert max(colors, key=lambda c: colors[c]["hue_gap"]) == "blue"
+    env = gym.make("GR2Sim/Reach-v0", render_mode="rgb_array", render_size=64)
+    env.reset(seed=1_000_000)
+    before = env.unwrapped.model.geom_rgba.copy()
+    got = contrast(env, "cube0", {"table-like": (0.55, 0.45, 0.35, 1.0), "blue": (0.15, 0.30, 0.95, 1.0)})
+    np.testing.assert_array_equal(env.unwrapped.model.geom_rgba, before)  # the scene is left as it was
+    env.close()
+    assert got["table-like"]["rgb_distance"] < got["blue"]["rgb_distance"] / 2
+    assert main(["experiment", "palette", "--out", str(tmp_path / "q"), "--geom", "nope"]) == 2
+    assert "--geom 'nope'" in capsys.readouterr().err

@@ -6,6 +6,7 @@
     head-vs-idm        action head vs inverse dynamics on generated / real frames: error, success, latency
     physics-probes     does phase 1 predict occlusion, falling and bouncing better than robot-only training?
     inputs             what a trained policy looks at: action error with the image, instruction or state shuffled
+    palette            how far each named color stands out from the table at the policy's image size
 
 Every experiment writes ``DIR/summary.json`` (its numbers, the exact command, wall time, machine) and PNG
 figures into DIR; finished pieces (datasets, training runs, rollouts) are skipped, so rerunning the same
@@ -32,6 +33,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                        "future-frame error inside the object's mask on occlusion / unsupported / wall-bounce probes"),
     "inputs": ("gr2_sim.experiments.inputs",
                "what a trained policy looks at: held-out action error with one input shuffled across windows"),
+    "palette": ("gr2_sim.experiments.palette",
+                "how far each named color stands out from the table (RGB distance, hue gap) at the image size"),
 }
 
 

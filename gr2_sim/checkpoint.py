@@ -107,10 +107,23 @@ def save_run_files(run: Path, config: dict[str, Any], normalizer: Normalizer | N
         atomic_write_text(run / NORMALIZER, normalizer.to_json())
 
 
+def _kept_alias(run: Path) -> Path:
+    """RUN/checkpoints/step_2000 -> RUN/checkpoints/step_002000 (the folder's real, zero-padded name)."""
+    name = run.name
+    if run.is_dir() or run.parent.name != "checkpoints" or not name.startswith("step_") or not name[5:].isdigit():
+        return run
+    padded = run.parent / f"step_{int(name[5:]):06d}"
+    return padded if padded.is_dir() else run
+
+
 def check_run(run: str | Path, need_trainer_state: bool = False) -> Path:
     """The run folder as a Path, or a UserError saying what is missing."""
-    run = Path(run)
+    run = _kept_alias(Path(run))
     if not run.is_dir():
+        kept = kept_checkpoints(run.parent.parent) if run.parent.name == "checkpoints" else []
+        if kept:
+            raise UserError(f"run folder {run} does not exist; the kept checkpoints of {run.parent.parent} are at "
+                            f"steps {', '.join(str(step) for step, _ in kept)} ({kept[0][1].name}, ...)")
         raise UserError(f"run folder {run} does not exist; train one with `gr2-sim train ... --out {run}`")
     needed = [CONFIG, WEIGHTS] + ([TRAINER_STATE] if need_trainer_state else [])
     missing = [n for n in needed if not (run / n).exists()]
@@ -161,7 +174,7 @@ def load_dit(run: str | Path, which: str = "ema"):
 
 
 def load_normalizer(run: str | Path) -> Normalizer | None:
-    path = Path(run) / NORMALIZER
+    path = _kept_alias(Path(run)) / NORMALIZER
     return Normalizer.from_json(path.read_text()) if path.exists() else None
 
 

@@ -50,6 +50,10 @@ def test_keep_every_keeps_loadable_weights_of_one_run(demo_file, tmp_path):
     torch.testing.assert_close(load_weights(kept[-1][1]), load_weights(run))
     assert not torch.equal(load_weights(kept[0][1])["action_head.1.weight"], load_weights(run)["action_head.1.weight"])
     GR2Policy.from_checkpoint(kept[0][1])  # each kept folder is a run a policy loads
+    # step_2 names the zero-padded folder step_000002; a step that was not kept lists the kept ones
+    assert GR2Policy.from_checkpoint(run / "checkpoints" / "step_2").action_normalizer is not None
+    with pytest.raises(UserError, match="kept checkpoints .* are at steps 2, 4, 5"):
+        GR2Policy.from_checkpoint(run / "checkpoints" / "step_3")
     with pytest.raises(UserError, match="--keep-every must be >= 0"):
         TrainConfig(stage="action", data="x", out="y", keep_every=-1)
 

@@ -26,7 +26,10 @@ Episode End
     registration, or at once if the simulation becomes unstable (NaN state), with a warning.
 
 Info
-    ``is_success`` (bool, every step) and ``instruction`` (str, also the ``instruction`` attribute).
+    ``is_success`` (bool, every step), ``instruction`` (str, also the ``instruction`` attribute) and
+    ``goal_distance`` (float, metres: how far the task is from solved, the quantity its success test bounds;
+    see each task's :meth:`goal_distance`). Evaluation reports it at the start and end of each episode, a
+    measure of progress where success is rare.
 """
 
 from __future__ import annotations
@@ -151,6 +154,10 @@ class TabletopEnv(gym.Env):
         raise NotImplementedError
 
     def is_success(self) -> bool:
+        raise NotImplementedError
+
+    def goal_distance(self) -> float:
+        """Metres between where the task's object (or the gripper) is and where success needs it."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- simulator helpers for tasks/experts
@@ -289,4 +296,5 @@ class TabletopEnv(gym.Env):
         return {"image": self._obs_camera.render(self.data), "state": state}
 
     def _info(self) -> dict[str, Any]:
-        return {"is_success": bool(self.is_success()), "instruction": self.instruction}
+        return {"is_success": bool(self.is_success()), "instruction": self.instruction,
+                "goal_distance": float(self.goal_distance())}

@@ -62,6 +62,9 @@ class MultiTaskEnv(gym.Env):
     def is_success(self) -> bool:
         return self.env.is_success()
 
+    def goal_distance(self) -> float:
+        return self.env.goal_distance()
+
     def close(self):
         for env in self.tasks.values():
             env.close()

@@ -36,5 +36,9 @@ class PushEnv(TabletopEnv):
         self.set_geom_color("target", c_target)
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(c=c_cube, t=c_target)
 
+    def goal_distance(self) -> float:
+        """Horizontal distance from the cube's centre to the target pad's (success under 3 cm)."""
+        return float(np.linalg.norm(self.body_pos("cube")[:2] - self.body_pos("target")[:2]))
+
     def is_success(self) -> bool:
         return bool(np.linalg.norm(self.body_pos("cube")[:2] - self.body_pos("target")[:2]) < self.SUCCESS_DIST)

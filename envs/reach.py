@@ -37,5 +37,9 @@ class ReachEnv(TabletopEnv):
     def goal_point(self) -> np.ndarray:
         return self.body_pos(self.target) + np.array([0.0, 0.0, CUBE_HALF])
 
+    def goal_distance(self) -> float:
+        """Fingertip centre to the named cube's top centre (success under 3 cm)."""
+        return float(np.linalg.norm(self.tcp_pos - self.goal_point()))
+
     def is_success(self) -> bool:
         return bool(np.linalg.norm(self.tcp_pos - self.goal_point()) < self.SUCCESS_DIST)

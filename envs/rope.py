@@ -136,6 +136,11 @@ class RopeEnv(TabletopEnv):
         """Where the expert drags its grasp point to: well past the success line, level with the start centroid."""
         return self._goal.copy()
 
+    def goal_distance(self) -> float:
+        """How far the rope's centroid still is from the line it must cross (0 once across)."""
+        axis, sign, _, threshold = EDGES[self.edge]
+        return float(max(0.0, -sign * (self.centroid()[axis] - threshold)))
+
     def is_success(self) -> bool:
         axis, sign, _, threshold = EDGES[self.edge]
         centroid = self.centroid()

@@ -34,6 +34,11 @@ class StackEnv(TabletopEnv):
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(
             a=colors[top], b=colors[bottom])
 
+    def goal_distance(self) -> float:
+        """Top cube's centre to where it rests centred on the bottom cube."""
+        goal = self.body_pos(self.bottom) + np.array([0.0, 0.0, 2 * CUBE_HALF])
+        return float(np.linalg.norm(self.body_pos(self.top) - goal))
+
     def is_success(self) -> bool:
         top, bottom = self.body_pos(self.top), self.body_pos(self.bottom)
         centred = np.linalg.norm(top[:2] - bottom[:2]) < 0.02

@@ -61,6 +61,7 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
     ``recorder_for(instruction)`` makes a recorder when this episode is filmed.
     """
     obs, info = env.reset(seed=seed)
+    start_distance = _goal_distance(info)
     instruction = adapter.instruction(info)
     policy.reset()
     policy.set_instruction(instruction)
@@ -91,8 +92,26 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
         recorder.add(env.render(), policy.predicted_frames, False, success)
     record = {"seed": seed, "success": success and not unstable, "length": length, "return": total_reward,
               "queries": len(latencies), "instruction": instruction, "unstable": unstable,
+              "goal_distance_start": start_distance, "goal_distance_end": _goal_distance(info),
               "_reports_success": "is_success" in info}
     return record, latencies, recorder
+
+
+def _goal_distance(info: dict[str, Any]) -> float | None:
+    value = info.get("goal_distance")
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def goal_progress(per_episode: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean goal distance (m) at the start and end of the episodes, and the share that ended closer than they
+    started: progress where success is rare. None when the env reports no ``info["goal_distance"]``."""
+    pairs = [(e["goal_distance_start"], e["goal_distance_end"]) for e in per_episode
+             if e.get("goal_distance_start") is not None and e.get("goal_distance_end") is not None]
+    if not pairs:
+        return None
+    start, end = np.array(pairs).T
+    return {"episodes": len(pairs), "start_mean": float(start.mean()), "end_mean": float(end.mean()),
+            "end_median": float(np.median(end)), "closer_fraction": float(np.mean(end < start))}
 
 
 def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall_s: float) -> dict[str, Any]:
@@ -109,7 +128,7 @@ def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall
             "unstable_episodes": sum(e["unstable"] for e in per_episode),
             "query_latency_ms": percentile_summary(latencies_ms), "queries_per_step": len(latencies_ms) / max(steps, 1),
             "wall_time_s": wall_s, "env_steps_per_s": steps / max(wall_s, 1e-9),
-            "by_word": success_by_word(per_episode)}
+            "by_word": success_by_word(per_episode), "goal_distance": goal_progress(per_episode)}
 
 
 def success_by_word(per_episode: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -295,4 +314,8 @@ def run(args) -> int:
         worst = list(agg["by_word"].items())[:6]
         print("success by instruction word, worst first: "
               + ", ".join(f"{w} {r['successes']}/{r['episodes']}" for w, r in worst))
+    if agg["goal_distance"]:
+        g = agg["goal_distance"]
+        print(f"goal distance: {100 * g['start_mean']:.1f} cm at the start, {100 * g['end_mean']:.1f} cm at the end "
+              f"(median {100 * g['end_median']:.1f} cm); {g['closer_fraction']:.0%} of episodes ended closer")
     return 0

@@ -64,6 +64,10 @@ def test_expert_succeeds_and_eval_json_has_the_schema(tmp_path):
     assert agg["query_latency_ms"]["n"] == sum(e["length"] for e in episodes)
     assert agg["query_latency_ms"]["median"] <= agg["query_latency_ms"]["p95"]
     assert report["config"]["env_id"] == REACH and report["config"]["policy"]["type"] == "ExpertPolicy"
+    progress = agg["goal_distance"]  # the expert ends every episode at the cube it started 10+ cm from
+    assert progress["episodes"] == 4 and progress["closer_fraction"] == 1.0
+    assert progress["end_mean"] < 0.03 < 0.1 < progress["start_mean"]
+    assert progress["start_mean"] == pytest.approx(np.mean([e["goal_distance_start"] for e in episodes]))
     clip = tmp_path / episodes[0]["video"]
     assert clip.exists() and clip.stat().st_size > 0 and episodes[1]["video"] is None
     assert imageio.mimread(clip)[0].shape == (256 + video.CAPTION, 256, 3)  # no predictions: camera only
@@ -143,6 +147,7 @@ def test_runner_takes_any_policy_and_warns_when_the_env_has_no_instruction():
     assert [e["instruction"] for e in report["per_episode"]] == ["", ""]
     agg = report["aggregated"]
     assert agg["query_latency_ms"]["n"] == sum(e["length"] for e in report["per_episode"])
+    assert agg["goal_distance"] is None and report["per_episode"][0]["goal_distance_end"] is None  # not reported
     with pytest.raises(UserError, match="needs 7 finite values"):
         evaluate(SingleStepPolicy(action_dim=3), REACH, episodes=1, progress=False)
 

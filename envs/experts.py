@@ -125,6 +125,15 @@ class ReachExpert(ScriptedExpert):
 class PushExpert(ScriptedExpert):
     """Lift, line up behind the cube opposite the target, lower, push; re-line-up if it drifts."""
 
+    def push_yaw(self, direction: np.ndarray) -> float:
+        """The yaw that puts the closed jaw's flat face across ``direction``, of the two (the jaw is symmetric
+        under a half turn) the one nearer the current yaw: at most a quarter turn, and one turning direction
+        for nearly all scenes (a full-circle target made half of them turn either way near +-180 degrees,
+        which a regression policy averages to no turn)."""
+        base = float(np.arctan2(direction[1], direction[0]) + np.pi / 2)
+        options = [wrap_angle(base), wrap_angle(base + np.pi)]
+        return min(options, key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+
     def plan(self) -> np.ndarray:
         cube, target = self.env.body_pos("cube")[:2], self.env.body_pos("target")[:2]
         to_target = target - cube
@@ -136,7 +145,7 @@ class PushExpert(ScriptedExpert):
             if self.env.tcp_pos[2] < 0.05:
                 return self.move([*self.env.tcp_pos[:2], HOVER], CLOSED)
             goal = np.array([*behind, HOVER])
-            yaw = wrap_angle(float(np.arctan2(d[1], d[0]) + np.pi / 2))
+            yaw = self.push_yaw(d)
             if self.near(goal, 0.012, slice(0, 2)) and abs(wrap_angle(yaw - self.env.gripper_yaw)) < 0.1:
                 self.phase = 1
             return self.move(goal, CLOSED, yaw=yaw)

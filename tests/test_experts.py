@@ -55,3 +55,18 @@ def test_noise_must_be_non_negative():
 def test_no_expert_for_foreign_env():
     with pytest.raises(ValueError, match="no scripted expert"):
         envs.make_expert(gym.make("CartPole-v1"))
+
+
+def test_push_expert_turns_at_most_a_quarter_turn_to_line_up():
+    from envs.experts import wrap_angle
+
+    env = gym.make("GR2Sim/Push-v0")
+    env.reset(seed=3)
+    expert = envs.make_expert(env)
+    current = env.unwrapped.gripper_yaw
+    for angle in np.linspace(-np.pi, np.pi, 37):
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        yaw = expert.push_yaw(direction)
+        assert abs(wrap_angle(yaw - current)) <= np.pi / 2 + 1e-9
+        # the jaw's face is across the push direction: yaw - pi/2 is the direction, up to a half turn
+        assert abs(np.sin(yaw - np.pi / 2 - angle)) < 1e-9

@@ -98,8 +98,12 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
 
 
 def _goal_distance(info: dict[str, Any]) -> float | None:
-    value = info.get("goal_distance")
-    return float(value) if value is not None and np.isfinite(value) else None
+    """``info["goal_distance"]`` as a finite float, else None (an env of another package may not report it)."""
+    try:
+        value = float(info["goal_distance"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def goal_progress(per_episode: list[dict[str, Any]]) -> dict[str, Any] | None:

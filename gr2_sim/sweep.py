@@ -198,11 +198,14 @@ def write_results(out: Path, rows: list[dict], args) -> None:
     lines = [f"# Success vs demonstrations on {args.env}", "",
              f"Phase 3: {args.steps} steps for every run; evaluation: {args.episodes} test episodes, "
              f"`{args.mode}` readout; 95% Wilson intervals.", "",
-             "| demos | variant | seed | success | 95% CI | mean length |", "|---|---|---|---|---|---|"]
+             "| demos | variant | seed | success | 95% CI | mean length | goal distance, start -> end (cm) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["success_ci95"]
+        goal = r.get("goal_distance")  # None for envs that do not report it, and for evaluations before it existed
+        distance = f"{100 * goal['start_mean']:.1f} -> {100 * goal['end_mean']:.1f}" if goal else "-"
         lines.append(f"| {r['demos']} | {r['variant']} | {r['seed']} | {r['success_rate']:.2f} | "
-                     f"[{lo:.2f}, {hi:.2f}] | {r['mean_length']:.1f} |")
+                     f"[{lo:.2f}, {hi:.2f}] | {r['mean_length']:.1f} | {distance} |")
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items() if v is not None and k != "total")
     lines += ["", f"Compute time so far: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "
               "when it ran: the lesson's cost on an idle machine only if nothing else ran beside it)."]

@@ -21,7 +21,12 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
     assert cells == {("scratch", 2), ("scratch", 4), ("pretrained", 2), ("pretrained", 4)}
     assert all(0.0 <= r["success_rate"] <= 1.0 and len(r["success_ci95"]) == 2 for r in results["rows"])
     assert (out / "success_vs_demos.png").stat().st_size > 1000
-    assert "| demos | variant |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "| demos | variant |" in table
+    for r in results["rows"]:  # each cell's goal distance, start -> end, in the table
+        goal = r["goal_distance"]
+        assert goal["episodes"] == r["episodes"] and goal["start_mean"] > 0
+        assert f"| {100 * goal['start_mean']:.1f} -> {100 * goal['end_mean']:.1f} |" in table
     seconds = results["seconds"]  # every stage timed: the lesson's compute cost
     parts = ("data", "phase1", "phase2", "phase3", "eval")
     assert all(seconds[k] > 0 for k in parts)

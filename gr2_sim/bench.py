@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=0.0, help="expert action noise (experts)")
     p.add_argument("--presets", nargs="+", default=["tiny", "small", "base"], help="model presets (train)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (train)")
+    p.add_argument("--compile", action="store_true", help="also time our model under torch.compile (train)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from gr2_sim.bench_train import bench_train
 
-        rows = bench_train(args.presets, args.batch_size, args.steps)
+        rows = bench_train(args.presets, args.batch_size, args.steps, compile=args.compile)
     print(f"gr2-sim bench {args.target} on {machine()}")
     print(table(rows))
     if args.json:

@@ -48,7 +48,8 @@ def train_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup
     return batch_size * steps / (time.perf_counter() - start)
 
 
-def bench_train(presets: list[str], batch_size: int, steps: int) -> list[dict]:
+def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool = False) -> list[dict]:
+    """Per preset: ours and the lesson's reference model (and, with ``compile``, ours under torch.compile)."""
     steps = max(3, min(steps, 20))
     peak = measured_matmul_flops()
     rows = []
@@ -56,11 +57,16 @@ def bench_train(presets: list[str], batch_size: int, steps: int) -> list[dict]:
         cfg = make_config(preset, state_dim=8)
         # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
         lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0)
-        for name, cls, flop_cfg in (("gr2-sim", VideoActionDiT, cfg), ("lesson reference", ReferenceDiT, lesson_cfg)):
+        variants = [("gr2-sim", VideoActionDiT, cfg), ("lesson reference", ReferenceDiT, lesson_cfg)]
+        if compile:
+            variants.insert(1, ("gr2-sim, torch.compile", VideoActionDiT, cfg))
+        for name, cls, flop_cfg in variants:
             flops = VideoActionDiT(flop_cfg).estimate_flops()["train_step"]
             torch.manual_seed(0)
             model = cls(cfg)
-            sps = train_throughput(model, batch_size, steps if preset != "base" else 3)
+            compiled = name.endswith("torch.compile")
+            sps = train_throughput(torch.compile(model) if compiled else model, batch_size,
+                                   steps if preset != "base" else 3, warmup=3 if compiled else 2)
             rows.append({"preset": preset, "model": name, "tokens": cfg.n_tokens,
                          "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
                          "samples_per_s": sps, "GFLOP_per_sample": flops / 1e9,

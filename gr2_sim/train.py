@@ -60,6 +60,7 @@ class TrainConfig:
     # noised future frames, which a policy never has; see docs/results.md
     pure_noise: float = 0.5
     use_state: bool = True  # condition on proprioception when the data has it
+    compile: bool = False  # torch.compile the training forward pass (bench: ~10% faster on 2 CPU cores, ~1 min to compile)
     frame_stride: int = 1  # frames between consecutive predicted future frames
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -209,6 +210,9 @@ def train(cfg: TrainConfig) -> Path:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             objective.wrap_for_ddp(model), device_ids=[device.index] if device.type == "cuda" else None)
 
+    if cfg.compile:
+        ddp_model = compile_or_eager(ddp_model, objective, sampler, cfg.batch_size, device)
+
     run_config = {**objective.config_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
                   "data": str(cfg.data), "env_id": train_eps.env_id, "num_train_episodes": train_eps.num_episodes,
                   "num_train_windows": len(sampler), "world_size": world}
@@ -306,6 +310,27 @@ def train(cfg: TrainConfig) -> Path:
     return run
 
 
+def compile_or_eager(module: torch.nn.Module, objective, sampler, batch_size: int, device: torch.device):
+    """``torch.compile(module)``, compiled now by one forward and backward pass on a throw-away batch (the
+    weights, gradients and random streams are left as they were), or ``module`` itself with a warning if
+    compiling fails (no C++ compiler, an unsupported platform)."""
+    import warnings
+
+    compiled = torch.compile(module)
+    rng = torch.get_rng_state()
+    try:
+        batch = sampler.sample(batch_size, torch.Generator().manual_seed(0), device)
+        objective.loss(compiled, batch, torch.Generator().manual_seed(0))["loss"].backward()
+    except Exception as err:  # torch's compile stack raises many types
+        warnings.warn(f"--compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                      f"training eagerly", stacklevel=2)
+        return module
+    finally:
+        module.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+    return compiled
+
+
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
     p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm")
@@ -338,6 +363,9 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field of the preset, e.g. --set n_layers=6 --set cond_stem=conv")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward pass: ~10%% faster on this CPU after ~1 min of compiling "
+                        "(needs a C++ compiler; falls back to eager with a warning)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -367,7 +395,7 @@ def run(args) -> int:
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,
-                      resume=args.resume, progress=not args.no_progress,
+                      resume=args.resume, progress=not args.no_progress, compile=args.compile,
                       overrides=parse_overrides(args.overrides) or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 import os
 import subprocess
@@ -291,3 +292,33 @@ def test_ema_decay_and_warmup_flags(demo_file, tmp_path, capsys):
                                  ("--warmup", "-5", "--warmup must be >= 0")):
         assert main([*base, "--out", str(tmp_path / "bad"), flag, value]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_compile_falls_back_to_eager_and_leaves_the_run_unchanged(demo_file, tmp_path, monkeypatch):
+    from gr2_sim.checkpoint import load_weights
+
+    eager = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "eager"), steps=3, **TINY))
+
+    class Broken(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            self.module(*args, **kwargs)  # uses the random streams, then fails as a failed compile would
+            raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", Broken)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler.*training eagerly"):
+        run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "fallback"), steps=3,
+                                compile=True, **TINY))
+    # the failed attempt leaves no trace: same weights as the eager run, step for step
+    torch.testing.assert_close(load_weights(run, "model"), load_weights(eager, "model"))
+    assert json.loads((run / "config.json").read_text())["train"]["compile"] is True
+
+
+def test_compile_trains(demo_file, tmp_path):
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "c"), steps=2, compile=True,
+                            **TINY))
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 2 and all(math.isfinite(m["loss"]) for m in metrics if "loss" in m)

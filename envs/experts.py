@@ -61,11 +61,15 @@ class ScriptedExpert:
     def near(self, target, tol: float, axes=slice(0, 3)) -> bool:
         return bool(np.linalg.norm((np.asarray(target) - self.env.tcp_pos)[axes]) < tol)
 
+    def nearest_yaw(self, base: float, symmetry: int) -> float:
+        """Of the ``symmetry`` yaws ``base + k * 2 pi / symmetry`` (equivalent for the grip), the one nearest the
+        gripper's current yaw: the shortest turn."""
+        options = [wrap_angle(base + k * 2 * np.pi / symmetry) for k in range(symmetry)]
+        return min(options, key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+
     def grasp_yaw(self, body: str) -> float:
         """The gripper yaw, among the cube's four symmetric faces, closest to the current yaw."""
-        base = self.env.body_yaw(body)
-        options = [wrap_angle(base + k * np.pi / 2) for k in range(4)]
-        return min(options, key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+        return self.nearest_yaw(self.env.body_yaw(body), 4)
 
     def holding(self, body: str) -> bool:
         pos = self.env.body_pos(body)
@@ -130,9 +134,7 @@ class PushExpert(ScriptedExpert):
         under a half turn) the one nearer the current yaw: at most a quarter turn, and one turning direction
         for nearly all scenes (a full-circle target made half of them turn either way near +-180 degrees,
         which a regression policy averages to no turn)."""
-        base = float(np.arctan2(direction[1], direction[0]) + np.pi / 2)
-        options = [wrap_angle(base), wrap_angle(base + np.pi)]
-        return min(options, key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+        return self.nearest_yaw(float(np.arctan2(direction[1], direction[0]) + np.pi / 2), 2)
 
     def plan(self) -> np.ndarray:
         cube, target = self.env.body_pos("cube")[:2], self.env.body_pos("target")[:2]
@@ -204,9 +206,7 @@ class RopeExpert(ScriptedExpert):
 
     def grasp_yaw(self, body: str) -> float:
         """Close the jaw across the segment, not along it."""
-        base = self.env.body_yaw(body) + np.pi / 2
-        return min((wrap_angle(base), wrap_angle(base + np.pi)),
-                   key=lambda y: abs(wrap_angle(y - self.env.gripper_yaw)))
+        return self.nearest_yaw(self.env.body_yaw(body) + np.pi / 2, 2)
 
     def clear_to_grasp(self, index: int) -> bool:
         """No other part of the rope (beyond the segment's neighbours) under or between the open fingers."""

@@ -57,14 +57,13 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
         cfg = make_config(preset, state_dim=8)
         # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
         lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0)
-        variants = [("gr2-sim", VideoActionDiT, cfg), ("lesson reference", ReferenceDiT, lesson_cfg)]
+        variants = [("gr2-sim", VideoActionDiT, cfg, False), ("lesson reference", ReferenceDiT, lesson_cfg, False)]
         if compile:
-            variants.insert(1, ("gr2-sim, torch.compile", VideoActionDiT, cfg))
-        for name, cls, flop_cfg in variants:
+            variants.insert(1, ("gr2-sim, torch.compile", VideoActionDiT, cfg, True))
+        for name, cls, flop_cfg, compiled in variants:
             flops = VideoActionDiT(flop_cfg).estimate_flops()["train_step"]
             torch.manual_seed(0)
             model = cls(cfg)
-            compiled = name.endswith("torch.compile")
             sps = train_throughput(torch.compile(model) if compiled else model, batch_size,
                                    steps if preset != "base" else 3, warmup=3 if compiled else 2)
             rows.append({"preset": preset, "model": name, "tokens": cfg.n_tokens,

@@ -17,6 +17,10 @@ Observation Space
     ``Dict(image=Box(0, 255, (S, S, 3), uint8), state=Box(-1, 1, (8,), float32))``: the front camera at
     ``image_size`` and the gripper state ``(x, y, z, qw, qx, qy, qz, opening)``: fingertip-centre position
     (m), orientation quaternion (identity = pointing down), and finger opening in [0, 1].
+    With ``object_state=True`` the state has 6 more values (14 in all): the position of the object the
+    instruction names and the position where success needs it (each task's :meth:`task_points`, metres,
+    world frame). That is privileged information a camera-only robot lacks, the "low-dim" observation of
+    robosuite/robomimic: it separates learning to act from learning to see.
 
 Rewards
     Sparse: 1.0 on the step at which the task is solved, else 0.0.
@@ -110,7 +114,10 @@ class TabletopEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": scene.CONTROL_HZ}
     task_name = "Tabletop"
 
-    def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256):
+    def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256,
+                 object_state: bool = False):
+        if not isinstance(object_state, (bool, np.bool_)):
+            raise ValueError(f"object_state must be true or false, got {object_state!r}")
         if int(image_size) < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
@@ -118,6 +125,7 @@ class TabletopEnv(gym.Env):
         self.image_size = int(image_size)
         self.render_mode = render_mode
         self.render_size = int(render_size)
+        self.object_state = bool(object_state)
         self.model = mujoco.MjModel.from_xml_string(
             scene.scene_xml(GRIPPER_XML + self.task_xml(), model_name=self.task_name, extra=GRIPPER_EXTRA,
                             extra_assets=self.task_assets()))
@@ -131,8 +139,8 @@ class TabletopEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8),
-            "state": spaces.Box(np.array([-1.0] * 7 + [0.0], dtype=np.float32), np.ones(8, dtype=np.float32),
-                                dtype=np.float32),
+            "state": spaces.Box(np.array([-1.0] * 7 + [0.0] + [-1.0] * 6 * self.object_state, dtype=np.float32),
+                                np.ones(8 + 6 * self.object_state, dtype=np.float32), dtype=np.float32),
         })
         self.instruction = ""
         self._target_pos = HOME.copy()
@@ -158,6 +166,12 @@ class TabletopEnv(gym.Env):
 
     def goal_distance(self) -> float:
         """Metres between where the task's object (or the gripper) is and where success needs it."""
+        raise NotImplementedError
+
+    def task_points(self) -> np.ndarray:
+        """(2, 3): where the object the instruction names is, and where success needs it (world, metres).
+
+        Appended to the state with ``object_state=True``."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- simulator helpers for tasks/experts
@@ -289,10 +303,12 @@ class TabletopEnv(gym.Env):
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         q = self._gripper_qadr
-        state = np.empty(8, dtype=np.float32)
+        state = np.empty(8 + 6 * self.object_state, dtype=np.float32)
         state[:3] = self.data.site_xpos[self._tcp_site]
         state[3:7] = self.data.qpos[q + 3:q + 7]
         state[7] = self.gripper_opening
+        if self.object_state:
+            state[8:] = np.clip(self.task_points().reshape(6), -1.0, 1.0)
         return {"image": self._obs_camera.render(self.data), "state": state}
 
     def _info(self) -> dict[str, Any]:

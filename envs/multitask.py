@@ -26,13 +26,13 @@ class MultiTaskEnv(gym.Env):
     task_name = "MultiTask"
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256,
-                 tasks: tuple[str, ...] | None = None):
+                 tasks: tuple[str, ...] | None = None, object_state: bool = False):
         names = tuple(tasks) if tasks is not None else tuple(TASK_CLASSES)
         unknown = [n for n in names if n not in TASK_CLASSES]
         if unknown or not names:
             raise ValueError(f"unknown tasks {unknown or names!r}; choose from {', '.join(TASK_CLASSES)}")
         self.tasks = {n: TASK_CLASSES[n](image_size=image_size, render_mode=render_mode,
-                                         render_size=render_size) for n in names}
+                                         render_size=render_size, object_state=object_state) for n in names}
         first = next(iter(self.tasks.values()))
         self.action_space = first.action_space
         self.observation_space = first.observation_space
@@ -64,6 +64,9 @@ class MultiTaskEnv(gym.Env):
 
     def goal_distance(self) -> float:
         return self.env.goal_distance()
+
+    def task_points(self):
+        return self.env.task_points()
 
     def close(self):
         for env in self.tasks.values():

@@ -39,6 +39,10 @@ class PickPlaceEnv(TabletopEnv):
                 self.set_geom_color(self.model.geom(g).name, c_bowl)
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(c=c_cube, b=c_bowl)
 
+    def task_points(self) -> np.ndarray:
+        """The named cube's centre, and the named bowl's centre."""
+        return np.stack([self.body_pos("cube"), self.body_pos("bowl")])
+
     def goal_distance(self) -> float:
         """Horizontal distance from the cube's centre to the bowl's (success: inside the bowl, resting low)."""
         return float(np.linalg.norm(self.body_pos("cube")[:2] - self.body_pos("bowl")[:2]))

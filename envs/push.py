@@ -36,6 +36,10 @@ class PushEnv(TabletopEnv):
         self.set_geom_color("target", c_target)
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(c=c_cube, t=c_target)
 
+    def task_points(self) -> np.ndarray:
+        """The named cube's centre, and the target pad's centre at the cube's resting height."""
+        return np.stack([self.body_pos("cube"), self.body_pos("target") + np.array([0.0, 0.0, CUBE_HALF])])
+
     def goal_distance(self) -> float:
         """Horizontal distance from the cube's centre to the target pad's (success under 3 cm)."""
         return float(np.linalg.norm(self.body_pos("cube")[:2] - self.body_pos("target")[:2]))

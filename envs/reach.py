@@ -37,6 +37,10 @@ class ReachEnv(TabletopEnv):
     def goal_point(self) -> np.ndarray:
         return self.body_pos(self.target) + np.array([0.0, 0.0, CUBE_HALF])
 
+    def task_points(self) -> np.ndarray:
+        """The named cube's centre, and its top centre where the fingertips must be."""
+        return np.stack([self.body_pos(self.target), self.goal_point()])
+
     def goal_distance(self) -> float:
         """Fingertip centre to the named cube's top centre (success under 3 cm)."""
         return float(np.linalg.norm(self.tcp_pos - self.goal_point()))

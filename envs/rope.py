@@ -136,6 +136,10 @@ class RopeEnv(TabletopEnv):
         """Where the expert drags its grasp point to: well past the success line, level with the start centroid."""
         return self._goal.copy()
 
+    def task_points(self) -> np.ndarray:
+        """The rope's centroid, and the goal point past the named edge's line (at rope height)."""
+        return np.stack([self.centroid(), np.array([*self._goal, RADIUS])])
+
     def goal_distance(self) -> float:
         """How far the rope's centroid still is from the line it must cross (0 once across)."""
         axis, sign, _, threshold = EDGES[self.edge]

@@ -34,6 +34,10 @@ class StackEnv(TabletopEnv):
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(
             a=colors[top], b=colors[bottom])
 
+    def task_points(self) -> np.ndarray:
+        """The top cube's centre, and where it rests centred on the bottom cube."""
+        return np.stack([self.body_pos(self.top), self.body_pos(self.bottom) + np.array([0.0, 0.0, 2 * CUBE_HALF])])
+
     def goal_distance(self) -> float:
         """Top cube's centre to where it rests centred on the bottom cube."""
         goal = self.body_pos(self.bottom) + np.array([0.0, 0.0, 2 * CUBE_HALF])

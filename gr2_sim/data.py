@@ -88,6 +88,7 @@ class EpisodeArrays:
     env_id: str
     kind: str
     image_size: int
+    env_kwargs: dict = field(default_factory=dict)  # the gym.make keyword arguments it was made with
 
     @property
     def num_episodes(self) -> int:
@@ -412,7 +413,8 @@ def _read(data: h5py.Group, keys: list[str], load_images: bool) -> EpisodeArrays
         action_starts=a_starts, action_ends=a_ends, instructions=[str(m["instruction"]) for m in meta],
         seeds=np.array([int(m["seed"]) for m in meta], np.int64),
         successes=np.array([bool(m["success"]) for m in meta], bool), demo_keys=list(keys),
-        env_id=str(attrs["env_id"]), kind=str(attrs["kind"]), image_size=size)
+        env_id=str(attrs["env_id"]), kind=str(attrs["kind"]), image_size=size,
+        env_kwargs=json.loads(attrs["env_kwargs"]) if "env_kwargs" in attrs else {})
 
 
 def describe(path: str | os.PathLike) -> str:

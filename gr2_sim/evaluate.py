@@ -248,6 +248,24 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
     return policy, env
 
 
+def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: bool = True) -> dict:
+    """The env kwargs to evaluate a run with: ``given`` if any, else those of the data it was trained on.
+
+    A run trained on e.g. ``object_state=True`` observations needs them again; they apply only when ``env_id``
+    is the run's own env (another env's kwargs may not exist there)."""
+    if given is not None:
+        return given
+    from gr2_sim import checkpoint
+
+    config = checkpoint.load_config(ckpt)
+    kwargs = config.get("env_kwargs") or {}
+    if not kwargs or config.get("env_id") != env_id:
+        return {}
+    if say:
+        print(f"env kwargs {json.dumps(kwargs)}: the ones {ckpt} was trained with (--env-kwargs overrides them)")
+    return dict(kwargs)
+
+
 def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "head",
                  out_dir: str | Path | None = None, env_kwargs: dict | None = None, videos: int = 0,
                  seed_start: int = TEST_SEED_START, progress: bool = False, **policy_options: Any) -> dict[str, Any]:
@@ -256,6 +274,7 @@ def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "h
     ``policy_options``: n_action_steps, ddim_steps, temporal_ensemble, device, idm_run, seed.
     """
     threads = torch.get_num_threads()  # loading a policy tunes torch's threads for batch-1 inference
+    env_kwargs = trained_env_kwargs(run_dir, env_id, env_kwargs, say=False)
     policy, env = make_policy("gr2", env_id, env_kwargs, ckpt=str(run_dir), mode=mode, **policy_options)
     try:
         report = evaluate(policy, env, episodes, seed_start, env_kwargs, videos, out_dir, progress)
@@ -280,7 +299,9 @@ def add_arguments(p) -> None:
     p.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
                    help="ACT temporal ensembling with coefficient M (queries every step)")
     p.add_argument("--videos", type=int, default=0, help="film the first K episodes (default 0)")
-    p.add_argument("--env-kwargs", default="{}", help="JSON object of gym.make keyword arguments")
+    p.add_argument("--env-kwargs", default=None,
+                   help="JSON object of gym.make keyword arguments (default: the ones the run's data was collected "
+                        "with, when --env is the run's env; else none)")
     p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -295,8 +316,10 @@ def run(args) -> int:
     if args.seed_start < TEST_SEED_START:
         raise UserError(f"--seed-start {args.seed_start} is below {TEST_SEED_START}, among the data seeds; "
                         f"use --seed-start >= {TEST_SEED_START}")
-    env_kwargs = parse_env_kwargs(args.env_kwargs)
     check_env_id(args.env)
+    env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
+    if args.policy == "gr2" and args.ckpt is not None:
+        env_kwargs = trained_env_kwargs(args.ckpt, args.env, env_kwargs)
     options: dict[str, Any] = {"seed": args.seed}
     if args.policy == "gr2":
         options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,

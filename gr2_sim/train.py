@@ -214,7 +214,8 @@ def train(cfg: TrainConfig) -> Path:
         ddp_model = compile_or_eager(ddp_model, objective, sampler, cfg.batch_size, device, say=rank == 0)
 
     run_config = {**objective.config_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
-                  "data": str(cfg.data), "env_id": train_eps.env_id, "num_train_episodes": train_eps.num_episodes,
+                  "data": str(cfg.data), "env_id": train_eps.env_id,
+                  "env_kwargs": train_eps.env_kwargs, "num_train_episodes": train_eps.num_episodes,
                   "num_train_windows": len(sampler), "world_size": world}
     if rank == 0:
         ckpt.save_run_files(run, run_config, normalizer)

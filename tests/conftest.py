@@ -29,9 +29,9 @@ def moving_square_episode(rng: np.random.Generator, length: int, size: int, with
 
 
 def write_dataset(path, episodes: int = 12, length: int = 10, size: int = 64, kind: str = "demos",
-                  state_dim: int = 8, seed: int = 0):
+                  state_dim: int = 8, seed: int = 0, env_id: str = "Test/Squares-v0", env_kwargs: dict | None = None):
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, env_id="Test/Squares-v0", kind=kind, image_size=size) as writer:
+    with DatasetWriter(path, env_id=env_id, env_kwargs=env_kwargs, kind=kind, image_size=size) as writer:
         for _ in range(episodes):
             writer.append(moving_square_episode(rng, length, size, kind == "demos", state_dim))
     return path
@@ -45,6 +45,12 @@ def demo_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def video_file(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data") / "synth.hdf5", kind="synthetic", state_dim=0)
+
+
+@pytest.fixture(scope="session")
+def dataset_writer():
+    """``write_dataset`` itself, for tests that need their own file (another env id, kwargs, state size)."""
+    return write_dataset
 
 
 @pytest.fixture

@@ -139,3 +139,45 @@ def test_frames_are_fresh_arrays():
     second, *_ = env.step(np.ones(7))
     assert not np.shares_memory(first["image"], second["image"])
     np.testing.assert_array_equal(first["image"], kept)  # the renderer reuses its buffer, never our frames
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
+def test_object_state_appends_the_named_object_and_its_goal(env_id):
+    plain, full = gym.make(env_id), gym.make(env_id, object_state=True)
+    check_env(full.unwrapped, skip_render_check=True)
+    assert full.observation_space["state"].shape == (14,)
+    rng = np.random.default_rng(0)
+    (a, _), (b, info) = plain.reset(seed=5), full.reset(seed=5)
+    for _ in range(3):  # the same episode, the plain state first, then the two task points
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["state"], b["state"][:8])
+        assert np.allclose(b["state"][8:].reshape(2, 3), full.unwrapped.task_points(), atol=1e-6)
+        action = rng.uniform(-1, 1, 7)
+        (a, *_), (b, _, _, _, info) = plain.step(action), full.step(action)
+    obj, goal = b["state"][8:11], b["state"][11:14]
+    task = full.unwrapped.task_name if env_id != "GR2Sim/MultiTask-v0" else full.unwrapped.current_task
+    if task in ("Push", "PickPlace"):  # goal distance is measured between the two points
+        assert info["goal_distance"] == pytest.approx(np.linalg.norm(obj[:2] - goal[:2]), abs=1e-5)
+    elif task == "Stack":
+        assert info["goal_distance"] == pytest.approx(np.linalg.norm(obj - goal), abs=1e-5)
+    elif task == "Reach":
+        assert info["goal_distance"] == pytest.approx(np.linalg.norm(b["state"][:3] - goal), abs=1e-5)
+
+
+def test_object_state_follows_the_pushed_cube_to_the_target():
+    env = gym.make("GR2Sim/Push-v0", object_state=True)
+    expert = envs.make_expert(env)
+    obs, _ = env.reset(seed=500_001)
+    start = obs["state"][8:14].copy()
+    done, info = False, {}
+    while not done:
+        obs, _, terminated, truncated, info = env.step(expert.select_action(obs))
+        done = terminated or truncated
+    assert info["is_success"]
+    cube, target = obs["state"][8:11], obs["state"][11:14]
+    assert np.linalg.norm(cube[:2] - target[:2]) < 0.03 < np.linalg.norm(start[:2] - start[3:5])
+    assert np.allclose(target, start[3:6], atol=1e-6)  # the pad does not move
+
+
+def test_object_state_rejects_a_non_boolean():
+    with pytest.raises(ValueError, match="object_state must be true or false, got 'yes'"):
+        gym.make("GR2Sim/Push-v0", object_state="yes")

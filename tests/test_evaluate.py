@@ -212,3 +212,20 @@ def test_success_by_word_counts_the_varying_words_worst_first():
     low, high = rows["orange"]["success_ci95"]
     assert 0 < low < 0.5 < high < 1
     assert success_by_word([{"instruction": "", "success": True}]) == {}
+
+
+def test_eval_uses_the_env_kwargs_the_run_was_trained_with(dataset_writer, tmp_path, capsys):
+    """A run trained on object_state=True data (14-D state) is evaluated with those kwargs unless told else."""
+    data = dataset_writer(tmp_path / "obj.hdf5", episodes=4, state_dim=14, env_id=REACH,
+                          env_kwargs={"object_state": True})
+    run = train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "r"), preset="tiny", steps=2,
+                            batch_size=2, progress=False))
+    assert json.loads((run / "config.json").read_text())["env_kwargs"] == {"object_state": True}
+    assert main(eval_args(tmp_path / "e", "--ckpt", str(run), "--env-kwargs", SHORT)) == 2  # told else: 8-D state
+    assert "14-D state" in capsys.readouterr().err
+    assert main(eval_args(tmp_path / "e", "--ckpt", str(run))) == 0
+    assert "the ones" in capsys.readouterr().out
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert report["config"]["env_kwargs"] == {"object_state": True}
+    assert main(eval_args(tmp_path / "p", "--ckpt", str(run), env="GR2Sim/Push-v0")) == 2  # not the run's env
+    assert "14-D state" in capsys.readouterr().err

@@ -15,13 +15,20 @@ class PickPlaceEnv(TabletopEnv):
     """Put the named cube in the named bowl: success when the cube is inside the bowl's rim, low in it.
 
     Two cubes of distinct colors (one named, one distractor) and an open bowl of a third color.
-    Instruction e.g. "put the red cube in the yellow bowl". See :mod:`envs.base` for the contract.
+    Instruction e.g. "put the red cube in the yellow bowl". ``distractor=False`` leaves the distractor cube
+    out (the rest of the scene is the same for the same seed). See :mod:`envs.base` for the contract.
     """
 
     task_name = "PickPlace"
 
+    def __init__(self, *args, distractor: bool = True, **kwargs):
+        if not isinstance(distractor, (bool, np.bool_)):
+            raise ValueError(f"distractor must be true or false, got {distractor!r}")
+        self.distractor = bool(distractor)
+        super().__init__(*args, **kwargs)
+
     def task_xml(self) -> str:
-        return bowl("bowl") + cube("cube") + cube("distractor")
+        return bowl("bowl") + cube("cube") + (cube("distractor") if self.distractor else "")
 
     def task_assets(self) -> str:
         return bowl_mesh("bowl")
@@ -31,9 +38,12 @@ class PickPlaceEnv(TabletopEnv):
         bowl_xy, cube_xy, dist_xy = self.sample_positions(3, 0.13, region=(0.16, 0.12))
         self.model.body_pos[self.model.body("bowl").id] = [*bowl_xy, 0.0]
         self.set_free_body("cube_joint", [*cube_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
-        self.set_free_body("distractor_joint", [*dist_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
+        dist_yaw = self.np_random.uniform(-np.pi, np.pi)  # drawn either way: the rest of the scene stays the same
+        if self.distractor:
+            self.set_free_body("distractor_joint", [*dist_xy, CUBE_HALF], dist_yaw)
         self.set_geom_color("cube", c_cube)
-        self.set_geom_color("distractor", c_dist)
+        if self.distractor:
+            self.set_geom_color("distractor", c_dist)
         for g in range(self.model.ngeom):
             if (self.model.geom(g).name or "").startswith("bowl"):
                 self.set_geom_color(self.model.geom(g).name, c_bowl)

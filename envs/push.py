@@ -16,23 +16,34 @@ class PushEnv(TabletopEnv):
 
     One cube, one flat target pad (objects can slide over it) of another color, and one distractor cube;
     positions at least 12 cm apart. Instruction e.g. "push the blue cube onto the green target".
+    ``distractor=False`` leaves the distractor out (the rest of the scene is the same for the same seed):
+    the instruction is then not needed to tell which cube, a diagnostic of language grounding.
     See :mod:`envs.base` for the action, observation and episode contract.
     """
 
     task_name = "Push"
     SUCCESS_DIST = 0.03
 
+    def __init__(self, *args, distractor: bool = True, **kwargs):
+        if not isinstance(distractor, (bool, np.bool_)):
+            raise ValueError(f"distractor must be true or false, got {distractor!r}")
+        self.distractor = bool(distractor)
+        super().__init__(*args, **kwargs)
+
     def task_xml(self) -> str:
-        return target_pad("target") + cube("cube") + cube("distractor")
+        return target_pad("target") + cube("cube") + (cube("distractor") if self.distractor else "")
 
     def reset_task(self) -> None:
         c_cube, c_target, c_dist = (COLORS[i] for i in self.np_random.choice(len(COLORS), 3, replace=False))
         cube_xy, target_xy, dist_xy = self.sample_positions(3, 0.12, region=(0.15, 0.11))
         self.set_free_body("cube_joint", [*cube_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
-        self.set_free_body("distractor_joint", [*dist_xy, CUBE_HALF], self.np_random.uniform(-np.pi, np.pi))
+        dist_yaw = self.np_random.uniform(-np.pi, np.pi)  # drawn either way: the rest of the scene stays the same
+        if self.distractor:
+            self.set_free_body("distractor_joint", [*dist_xy, CUBE_HALF], dist_yaw)
         self.model.body_pos[self.model.body("target").id] = [*target_xy, 0.0]
         self.set_geom_color("cube", c_cube)
-        self.set_geom_color("distractor", c_dist)
+        if self.distractor:
+            self.set_geom_color("distractor", c_dist)
         self.set_geom_color("target", c_target)
         self.instruction = TEMPLATES[int(self.np_random.integers(len(TEMPLATES)))].format(c=c_cube, t=c_target)
 

@@ -187,7 +187,8 @@ class GR2Policy(ChunkedPolicy):
                             f"{adapter.action_dim}-D actions; evaluate it on the env it was trained for")
         if self.state_dim and adapter.state_dim != self.state_dim:
             raise UserError(f"checkpoint {self.name} reads a {self.state_dim}-D state but {name} gives "
-                            f"{adapter.state_dim}-D observations")
+                            f"{adapter.state_dim}-D observations; evaluate it on the env, and with the --env-kwargs "
+                            f"(e.g. '{{\"object_state\": true}}'), its data was collected with")
         if not adapter.uses_render:
             size = env.observation_space["image"].shape[0]
             if size < self.image_size:

@@ -181,3 +181,23 @@ def test_object_state_follows_the_pushed_cube_to_the_target():
 def test_object_state_rejects_a_non_boolean():
     with pytest.raises(ValueError, match="object_state must be true or false, got 'yes'"):
         gym.make("GR2Sim/Push-v0", object_state="yes")
+
+
+@pytest.mark.parametrize("task", ["Push", "PickPlace"])
+def test_without_distractor_the_same_scene_lacks_only_the_distractor(task):
+    with_d, without = gym.make(f"GR2Sim/{task}-v0", object_state=True), gym.make(f"GR2Sim/{task}-v0", distractor=False,
+                                                                              object_state=True)
+    check_env(without.unwrapped, skip_render_check=True)
+    (a, ia), (b, ib) = with_d.reset(seed=11), without.reset(seed=11)
+    assert ia["instruction"] == ib["instruction"] and np.allclose(a["state"], b["state"])  # gripper, cube, goal
+    assert not np.array_equal(a["image"], b["image"])  # the distractor is out of the picture
+    names = {without.unwrapped.model.body(i).name for i in range(without.unwrapped.model.nbody)}
+    assert "distractor" not in names and "cube" in names
+    expert = envs.make_expert(without)
+    obs, done, info = b, False, ib
+    while not done:
+        obs, _, terminated, truncated, info = without.step(expert.select_action(obs))
+        done = terminated or truncated
+    assert info["is_success"]
+    with pytest.raises(ValueError, match="distractor must be true or false, got 0"):
+        gym.make(f"GR2Sim/{task}-v0", distractor=0)

@@ -27,6 +27,9 @@ PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("s
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="GR2Sim/PickPlace-v0")
+    p.add_argument("--env-kwargs", default="{}",
+                   help="JSON object of gym.make keyword arguments for collection and evaluation, e.g. "
+                        "'{\"object_state\": true}'")
     p.add_argument("--demos", type=int, nargs="+", default=[50, 200, 1000])
     p.add_argument("--pretrain", choices=tuple(PRETRAIN), default="both")
     p.add_argument("--out", required=True)
@@ -58,10 +61,10 @@ def ensure_data(args, data: Path) -> dict[str, Path]:
     jobs = []
     if "pretrained" in PRETRAIN[args.pretrain]:
         jobs += [("synth", ["synth", "--clips", str(args.clips), "--frames", "16"]),
-                 ("robot_video", ["collect", "--env", args.env, "--episodes", str(args.robot_episodes),
-                                  "--no-actions", "--seed", "500000"])]
-    jobs.append(("demos", ["collect", "--env", args.env, "--episodes", str(demos_needed(max(args.demos))),
-                           "--noise", "0.05"]))
+                 ("robot_video", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
+                                  str(args.robot_episodes), "--no-actions", "--seed", "500000"])]
+    jobs.append(("demos", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
+                           str(demos_needed(max(args.demos))), "--noise", "0.05"]))
     for name, argv in jobs:
         done = paths[name].with_name(paths[name].name + ".done")
         if done.exists():
@@ -166,6 +169,9 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
 def run(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.demos):
         raise UserError(f"--demos must all be >= 1, got {args.demos}")
+    from gr2_sim.collect import parse_env_kwargs
+
+    parse_env_kwargs(args.env_kwargs)  # a bad --env-kwargs fails here, before anything is collected
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)

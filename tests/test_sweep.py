@@ -86,3 +86,19 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     assert (out / "losses.png").exists() and (out / "success_vs_demos.png").exists()
     assert any((out / "videos").iterdir())
     assert main(argv) == 0  # a rerun finds everything done
+
+
+def test_sweep_collects_and_evaluates_with_env_kwargs(tmp_path, capsys):
+    out = tmp_path / "obj"
+    argv = sweep_args(out)
+    argv[argv.index("--demos") + 1:argv.index("--pretrain") + 2] = ["2", "--pretrain", "no"]
+    assert main(argv + ["--env-kwargs", '{"object_state": true}']) == 0  # evaluation needs the 14-D state too
+    from gr2_sim.data import load_episodes
+
+    assert load_episodes(out / "data" / "demos.hdf5", load_images=False).states.shape[1] == 14
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    report = json.loads((out / "runs" / "scratch_N2_s0" / "eval" / "eval.json").read_text())
+    assert row["episodes"] == 2 and report["config"]["env_kwargs"] == {"object_state": True}
+
+    assert main(sweep_args(tmp_path / "bad") + ["--env-kwargs", "{object_state: true}"]) == 2
+    assert "--env-kwargs" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_args(args: argparse.Namespace, out: Path) -> argparse.Namespace:
-    return argparse.Namespace(env=args.env, demos=list(args.demos), pretrain="both", out=str(out), steps=args.steps,
+    return argparse.Namespace(env=args.env, env_kwargs="{}", demos=list(args.demos), pretrain="both", out=str(out), steps=args.steps,
                               pretrain_steps=list(args.pretrain_steps), clips=args.clips,
                               robot_episodes=args.robot_episodes, episodes=args.episodes, videos=args.videos,
                               mode=args.mode, seeds=list(range(args.seeds)), preset=args.preset,

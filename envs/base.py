@@ -104,6 +104,13 @@ def euler_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
     ])
 
 
+def check_flag(name: str, value) -> bool:
+    """``value`` as a bool, or a ValueError naming ``name`` (env kwargs arrive from JSON: 0 or "yes" are mistakes)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def wrap_angle(a: float) -> float:
     return (float(a) + math.pi) % (2 * math.pi) - math.pi
 
@@ -116,8 +123,6 @@ class TabletopEnv(gym.Env):
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256,
                  object_state: bool = False):
-        if not isinstance(object_state, (bool, np.bool_)):
-            raise ValueError(f"object_state must be true or false, got {object_state!r}")
         if int(image_size) < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
@@ -125,7 +130,7 @@ class TabletopEnv(gym.Env):
         self.image_size = int(image_size)
         self.render_mode = render_mode
         self.render_size = int(render_size)
-        self.object_state = bool(object_state)
+        self.object_state = check_flag("object_state", object_state)
         self.model = mujoco.MjModel.from_xml_string(
             scene.scene_xml(GRIPPER_XML + self.task_xml(), model_name=self.task_name, extra=GRIPPER_EXTRA,
                             extra_assets=self.task_assets()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import TabletopEnv
+from envs.base import TabletopEnv, check_flag
 from envs.objects import BOWL_INNER, CUBE_HALF, bowl, bowl_mesh, cube
 
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -22,9 +22,7 @@ class PickPlaceEnv(TabletopEnv):
     task_name = "PickPlace"
 
     def __init__(self, *args, distractor: bool = True, **kwargs):
-        if not isinstance(distractor, (bool, np.bool_)):
-            raise ValueError(f"distractor must be true or false, got {distractor!r}")
-        self.distractor = bool(distractor)
+        self.distractor = check_flag("distractor", distractor)
         super().__init__(*args, **kwargs)
 
     def task_xml(self) -> str:

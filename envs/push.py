@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import TabletopEnv
+from envs.base import TabletopEnv, check_flag
 from envs.objects import CUBE_HALF, cube, target_pad
 
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -25,9 +25,7 @@ class PushEnv(TabletopEnv):
     SUCCESS_DIST = 0.03
 
     def __init__(self, *args, distractor: bool = True, **kwargs):
-        if not isinstance(distractor, (bool, np.bool_)):
-            raise ValueError(f"distractor must be true or false, got {distractor!r}")
-        self.distractor = bool(distractor)
+        self.distractor = check_flag("distractor", distractor)
         super().__init__(*args, **kwargs)
 
     def task_xml(self) -> str:

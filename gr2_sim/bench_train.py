@@ -56,7 +56,8 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
     for preset in presets:
         cfg = make_config(preset, state_dim=8)
         # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
-        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0)
+        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
+                                         residual=False)
         variants = [("gr2-sim", VideoActionDiT, cfg, False), ("lesson reference", ReferenceDiT, lesson_cfg, False)]
         if compile:
             variants.insert(1, ("gr2-sim, torch.compile", VideoActionDiT, cfg, True))

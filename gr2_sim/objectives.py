@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from gr2_sim.train import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "keypoint_proj.")
+HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.")
+# a pixel "changes" between the conditioning frame and a future frame when some channel moves by more than this
+# (frames in [-1, 1]: 0.1 is 13/255 of the 0-255 range); used by the change-weighted video loss and by
+# `gr2-sim experiment video-quality`
+CHANGE_THRESHOLD = 0.1
 IDM_HORIZON = 4  # consecutive frame pairs per training window of the inverse-dynamics model
 
 
@@ -83,11 +87,19 @@ def load_init(model: torch.nn.Module, run: str) -> list[str]:
     return fresh
 
 
+def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = CHANGE_THRESHOLD) -> torch.Tensor:
+    """(B, T, 1, H, W) bool: where a future frame differs from the conditioning frame (B, 3, H, W) by more
+    than ``threshold`` in some channel."""
+    return (future - cond.unsqueeze(1)).abs().amax(dim=2, keepdim=True) > threshold
+
+
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
-                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0):
+                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
+                   change_weight: float = 0.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
-    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise)."""
+    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
+    video loss weighs the pixels that change (:func:`changed_pixels`) 1 + change_weight times the others."""
     if shift:
         batch = dict(batch)
         batch["cond"], batch["future"] = random_shift([batch["cond"], batch["future"]], shift, generator)
@@ -100,9 +112,10 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     noise = torch.randn(future.shape, generator=generator).to(future.device)
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t)
+    weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
     return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
                  target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
-                 text_dropout=text_dropout)
+                 text_dropout=text_dropout, video_weight=weight)
 
 
 class VideoObjective:
@@ -138,7 +151,8 @@ class VideoObjective:
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
-                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0)
+                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
+                              self.cfg.change_weight)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

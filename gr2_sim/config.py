@@ -76,6 +76,11 @@ class ModelConfig:
     keypoints: int = 32
     keypoint_channels: int = 32  # width of that encoder's convolutions
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
+    # privileged training-time supervision: a head on the keypoints predicts aux_dim values per sample (e.g.
+    # the object and goal positions of object_state data, `gr2-sim train --aux-state 6`), as Levine et al.
+    # (2016) trained their spatial softmax by regressing object poses. Used in training only: a policy never
+    # runs it, and reads the camera alone. 0 = off (the default; results with it are reported apart)
+    aux_dim: int = 0
     # language
     lang_dim: int = 64  # instruction embedding width
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets, id 0 = padding (see gr2_sim.text)
@@ -110,7 +115,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels"):
+        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 turns it off)")
@@ -129,6 +134,9 @@ class ModelConfig:
         if self.keypoints and self.img_size % 4:
             raise ConfigError(f"keypoints={self.keypoints}: the keypoint encoder downsamples by 4, so img_size must "
                               f"be a multiple of 4 (got {self.img_size}); or set keypoints=0")
+        if self.aux_dim and not self.keypoints:
+            raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
+                              f"keypoints > 0 (got 0)")
         if not isinstance(self.residual, bool):
             raise ConfigError(f"residual={self.residual!r} must be true or false")
         if self.residual and self.prediction != "x0":
@@ -180,7 +188,7 @@ class ModelConfig:
                 "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
                 "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
                 "gr2-sim 0.1.0 (git checkout 84611db)")
-        data = {"text_bigrams": False, **data}  # saved before the field existed: no bigram table in the weights
+        data = {"text_bigrams": False, "aux_dim": 0, **data}  # saved before the field existed: no bigram table in the weights
         return cls(**data)
 
 

@@ -333,6 +333,9 @@ class VideoActionDiT(nn.Module):
             nn.LayerNorm(head_in), nn.Linear(head_in, cfg.action_hidden), nn.GELU(),
             nn.Linear(cfg.action_hidden, cfg.action_dim),
         )
+        # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
+        self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
+                                       nn.Linear(cfg.action_hidden, cfg.aux_dim)) if cfg.aux_dim else None)
         self.initialize_weights()
 
     @property
@@ -413,6 +416,8 @@ class VideoActionDiT(nn.Module):
         return_attention: bool = False,
         need_video: bool = True,
         video_weight: torch.Tensor | None = None,
+        target_aux: torch.Tensor | None = None,
+        aux_weight: float = 1.0,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -424,6 +429,8 @@ class VideoActionDiT(nn.Module):
         need_video: False skips the video head (``video_pred`` is None) unless ``target_noise`` is given.
         video_weight: per-pixel weights of the video loss, broadcastable to (B, T, 3, H, W) (e.g. more weight
         on the pixels that change); the loss is then the weighted mean.
+        target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
+        when they are given); adds aux_weight * aux_loss to the loss.
         """
         self._check_inputs(cond_frame, noisy_future, t, state)
         cfg, n = self.config, self.config.patches_per_frame
@@ -457,8 +464,14 @@ class VideoActionDiT(nn.Module):
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
+        aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
-            extra = [self.keypoints(cond_frame, lang)] + ([state] if cfg.state_dim else [])  # (B, 2K), (B, S)
+            keypoints = self.keypoints(cond_frame, lang)  # (B, 2K)
+            if target_aux is not None:
+                if self.aux_head is None:
+                    raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
+                aux_loss = F.mse_loss(self.aux_head(keypoints), target_aux)
+            extra = [keypoints] + ([state] if cfg.state_dim else [])  # (B, 2K), (B, S)
             extra = torch.cat(extra, dim=1).unsqueeze(1).expand(-1, cfg.n_future, -1)
             per_frame = torch.cat([per_frame, extra], dim=2)  # (B, T, D + 2K + S)
         actions = self.action_head(per_frame)  # (B, T, action_dim)
@@ -476,9 +489,11 @@ class VideoActionDiT(nn.Module):
                 raise UserError(f"target_actions shape {tuple(target_actions.shape)} != {tuple(actions.shape)}")
             action_loss = F.mse_loss(actions, target_actions)
             loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
+        if aux_loss is not None:
+            loss = aux_weight * aux_loss if loss is None else loss + aux_weight * aux_loss
         return ModelOutput(
             video_pred=video_pred, actions=actions, video_loss=video_loss, action_loss=action_loss, loss=loss,
-            attention=attention,
+            attention=attention, aux_loss=aux_loss,
         )  # fmt: skip
 
     def _check_inputs(self, cond_frame, noisy_future, t, state) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gr2_sim.train import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.")
+HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.")
 # a pixel "changes" between the conditioning frame and a future frame when some channel moves by more than this
 # (frames in [-1, 1]: 0.1 is 13/255 of the 0-255 range); used by the change-weighted video loss and by
 # `gr2-sim experiment video-quality`
@@ -65,6 +65,7 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
         raise UserError(f"{cfg.data} has {train.image_size}px frames but the model expects {base['img_size']}px")
     if action_dim is not None:
         base["action_dim"] = action_dim
+    base["aux_dim"] = cfg.aux_state if cfg.stage == "action" else 0
     base["state_dim"] = state_dim if cfg.stage != "video" else base.get("state_dim", 0)
     return ModelConfig.from_dict(base)
 
@@ -95,7 +96,7 @@ def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = 
 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
                    use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
-                   change_weight: float = 0.0):
+                   change_weight: float = 0.0, aux_weight: float = 1.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
     future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
@@ -115,7 +116,7 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
     return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
                  target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
-                 text_dropout=text_dropout, video_weight=weight)
+                 text_dropout=text_dropout, video_weight=weight, target_aux=batch.get("aux"), aux_weight=aux_weight)
 
 
 class VideoObjective:
@@ -152,7 +153,7 @@ class VideoObjective:
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
                               self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
-                              self.cfg.change_weight)
+                              self.cfg.change_weight, self.cfg.aux_weight)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

@@ -63,6 +63,12 @@ class TrainConfig:
     # moved cube: a few percent of a frame) 1 + change_weight times the static ones, so that "copy the last
     # frame", nearly right on most pixels, is not where training settles. 0: plain mean squared error
     change_weight: float = 4.0
+    # privileged training-time supervision (off by default; report its results apart from camera-only ones):
+    # the last K state values of the data (e.g. the 6 object and goal positions of data collected with
+    # --env-kwargs '{"object_state": true}') are not inputs but the targets of an auxiliary head on the
+    # keypoints. The policy reads the remaining state and the camera; it is evaluated without object_state
+    aux_state: int = 0
+    aux_weight: float = 1.0  # weight of the auxiliary loss
     use_state: bool = True  # condition on proprioception when the data has it
     compile: bool = False  # torch.compile the training forward pass (bench: 4-8% faster on 2 CPU cores; compiles first)
     frame_stride: int = 1  # frames between consecutive predicted future frames
@@ -83,6 +89,9 @@ class TrainConfig:
             raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
         if not 0 <= self.shift < 32:
             raise UserError(f"--shift must be between 0 and 31 pixels (0 turns augmentation off), got {self.shift}")
+        if self.aux_state < 0 or (self.aux_state and self.stage != "action"):
+            raise UserError(f"--aux-state {self.aux_state}: auxiliary targets are for --stage action, K >= 1 "
+                            f"(0: off); got stage {self.stage!r}")
         if not self.change_weight >= 0:
             raise UserError(f"--change-weight must be >= 0 (0: plain MSE), got {self.change_weight}")
         if not 0 <= self.pure_noise <= 1:
@@ -183,12 +192,20 @@ def train(cfg: TrainConfig) -> Path:
                         f"or choose another --out")
 
     train_eps, valid_eps = load_data(cfg)
+    data_env_kwargs = train_eps.env_kwargs
+    train_aux = valid_aux = None
+    if cfg.aux_state:
+        from gr2_sim.dataset import split_aux_state
+
+        train_eps, train_aux = split_aux_state(train_eps, cfg.aux_state, cfg.data)
+        if valid_eps is not None:
+            valid_eps, valid_aux = split_aux_state(valid_eps, cfg.aux_state, cfg.data, stats=train_aux)
     objective = make_objective(cfg, train_eps, run, cfg.resume)
     normalizer = Normalizer.fit(train_eps) if objective.needs_normalizer else None
     if cfg.resume and ckpt.load_normalizer(run) is not None:
         normalizer = ckpt.load_normalizer(run)
     sampler_args = dict(objective.sampler_args(), normalizer=normalizer, stride=cfg.frame_stride)
-    sampler = WindowSampler(train_eps, **sampler_args)
+    sampler = WindowSampler(train_eps, **sampler_args, aux=train_aux)
     val_sampler = WindowSampler(valid_eps, **sampler_args) if valid_eps is not None else None
 
     torch.manual_seed(cfg.seed)
@@ -221,7 +238,10 @@ def train(cfg: TrainConfig) -> Path:
 
     run_config = {**objective.config_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
                   "data": str(cfg.data), "env_id": train_eps.env_id,
-                  "env_kwargs": train_eps.env_kwargs, "num_train_episodes": train_eps.num_episodes,
+                  # what the policy is evaluated with: without the privileged positions when they were targets
+                  "env_kwargs": ({k: v for k, v in data_env_kwargs.items() if k != "object_state"}
+                                 if cfg.aux_state else data_env_kwargs),
+                  "data_env_kwargs": data_env_kwargs, "num_train_episodes": train_eps.num_episodes,
                   "num_train_windows": len(sampler), "world_size": world}
     if rank == 0:
         ckpt.save_run_files(run, run_config, normalizer)
@@ -293,7 +313,8 @@ def train(cfg: TrainConfig) -> Path:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
-            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss") if out.get(k) is not None})
+            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss", "aux_loss")
+                           if out.get(k) is not None})
             log(record)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("video_loss", "action_loss")})
@@ -367,6 +388,9 @@ def add_arguments(p) -> None:
                    help="--stage action: fraction of samples with pure-noise future frames (the head readout's input)")
     p.add_argument("--change-weight", type=float, default=TrainConfig.change_weight, metavar="W",
                    help="video loss weight on the pixels that change, relative to the others: 1 + W (0: plain MSE)")
+    p.add_argument("--aux-state", type=int, default=0, metavar="K",
+                   help="privileged training: the last K state values of the data (6 with object_state) are targets "
+                        "of an auxiliary head, not inputs; the policy still runs from the camera (0: off)")
     p.add_argument("--no-keep-best", dest="keep_best", action="store_false",
                    help="do not keep the weights of the lowest held-out error in RUN/best/ (kept by default; "
                         "evaluate them with --ckpt RUN/best)")
@@ -406,7 +430,8 @@ def run(args) -> int:
                       seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
-                      shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight, use_state=not args.no_state,
+                      shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
+                      aux_state=args.aux_state, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
                       overrides=parse_overrides(args.overrides) or None)
     out = train(cfg)

@@ -3,8 +3,6 @@ FLOP accounting and the reference model."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 

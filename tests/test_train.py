@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -322,3 +323,32 @@ def test_compile_trains(demo_file, tmp_path):
                             **TINY))
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 2 and all(math.isfinite(m["loss"]) for m in metrics if "loss" in m)
+
+
+def test_aux_state_trains_a_privileged_head_the_policy_never_runs(dataset_writer, tmp_path, monkeypatch):
+    """--aux-state K: the last K state values become targets of the auxiliary head; the model reads the rest,
+    the run is evaluated without object_state, and a policy's queries never run the auxiliary head."""
+    from gr2_sim import checkpoint as ckpt
+    from gr2_sim.evaluate import trained_env_kwargs
+    from policies.gr2 import GR2Policy
+
+    data = dataset_writer(tmp_path / "os.hdf5", env_kwargs={"object_state": True})
+    run = train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "aux"), steps=4, preset="tiny",
+                            batch_size=4, progress=False, eval_every=4, ckpt_every=4, aux_state=2))
+    config = ckpt.load_config(run)
+    assert (config["model"]["aux_dim"], config["model"]["state_dim"]) == (2, 6)
+    assert config["env_kwargs"] == {} and config["data_env_kwargs"] == {"object_state": True}
+    assert len(ckpt.load_normalizer(run).state_mean) == 6
+    assert trained_env_kwargs(run, config["env_id"], None, say=False) == {}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("aux_loss", 0) > 0 for r in records)
+    policy = GR2Policy.from_checkpoint(run, trace=False)
+    monkeypatch.setattr(policy.model.aux_head, "forward", lambda *a: pytest.fail("aux head ran at inference"))
+    obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(6, np.float32)}
+    policy.reset()
+    assert policy.select_action(obs).shape == (7,)
+    with pytest.raises(UserError, match="at most 7 can be auxiliary"):
+        train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "bad"), steps=1, preset="tiny",
+                          progress=False, aux_state=8))
+    with pytest.raises(UserError, match="auxiliary targets are for --stage action"):
+        TrainConfig(stage="video", data=str(data), out=str(tmp_path / "v"), aux_state=2)

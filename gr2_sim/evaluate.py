@@ -235,10 +235,15 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
         policy = ExpertPolicy(env) if kind == "expert" else RandomPolicy(env.action_space, gr2_options.get("seed", 0))
         return policy, env
     if ckpt is None:
-        raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` run folder)")
-    from policies.gr2 import GR2Policy
+        raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` or `--stage bc` run folder)")
+    from gr2_sim import checkpoint
 
-    policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
+    if checkpoint.load_config(ckpt).get("kind") == "bc":
+        policy = bc_policy(ckpt, **gr2_options)
+    else:
+        from policies.gr2 import GR2Policy
+
+        policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
     env = make_env(env_id, env_kwargs, image_size=policy.image_size)  # frames as the model was trained on
     try:
         policy.attach_env(env)
@@ -246,6 +251,20 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
         env.close()
         raise
     return policy, env
+
+
+def bc_policy(ckpt: str, mode: str = "head", idm_run: str | None = None, n_action_steps: int | None = None,
+              temporal_ensemble: float | None = None, device: str = "auto", **ignored: Any) -> Policy:
+    """A ``--stage bc`` run as a policy; its one readout is ``head`` (DDIM steps, seed and tracing do not apply)."""
+    from gr2_sim.checkpoint import dit_only_error
+    from policies.bc import BCPolicy
+
+    if mode != "head":
+        raise dit_only_error(ckpt, f"--mode {mode}")
+    if idm_run is not None:
+        raise dit_only_error(ckpt, "--idm")
+    return BCPolicy.from_checkpoint(ckpt, n_action_steps=n_action_steps, temporal_ensemble=temporal_ensemble,
+                                    device=device)
 
 
 def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: bool = True) -> dict:
@@ -286,7 +305,8 @@ def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "h
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--ckpt", default=None, help="run folder of a `gr2-sim train --stage action` run (--policy gr2)")
+    p.add_argument("--ckpt", default=None,
+                   help="run folder of a `gr2-sim train --stage action` (DiT) or `--stage bc` (image BC) run")
     p.add_argument("--env", required=True, help="Gymnasium env id, e.g. GR2Sim/Reach-v0 (any installed id works)")
     p.add_argument("--episodes", type=int, required=True, help="test episodes")
     p.add_argument("--out", required=True, help="output folder: eval.json and videos/")

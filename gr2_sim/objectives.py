@@ -3,7 +3,8 @@
 The training loop (``gr2_sim/train.py``) is the same for every stage; it asks the stage's objective for
 these three things. ``VideoObjective`` serves the GR-2 phases (video, robot-video, action: the DiT with
 L = L_video [+ lambda L_action]); ``InverseDynamicsObjective`` serves ``--stage idm`` (a CNN that maps two
-consecutive frames to the action between them, used by the ``idm`` policy readout).
+consecutive frames to the action between them, used by the ``idm`` policy readout); ``BCObjective`` serves
+``--stage bc`` (the plain image behaviour-cloning baseline of ``policies/bc.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
     state_dim = train.states.shape[1] if cfg.use_state and train.states.shape[1] else 0
     fields = dict(cfg.overrides or {}, img_size=train.image_size)
     if cfg.init:
-        base = ckpt.load_model_config(cfg.init).to_dict()
+        base = ckpt.load_model_config(cfg.init, "--init").to_dict()
         if cfg.preset:
             preset = make_config(cfg.preset, **fields).to_dict()
             keys = ("patch_size", "d_model", "n_heads", "n_layers", "n_future", "img_size", "lang_dim")
@@ -224,6 +225,68 @@ class InverseDynamicsObjective:
         return {"val_action_mse": total / n}
 
 
+# ------------------------------------------------------------------------------------------ image BC
+class BCObjective:
+    """``--stage bc``: (o_t, instruction, state) -> a_t .. a_t+T-1 on the demonstrations, MSE on normalised
+    actions, frames randomly shifted by ``--shift`` pixels."""
+
+    kind = "bc"
+    needs_normalizer = True
+
+    def __init__(self, cfg: TrainConfig, train_eps, run, resume: bool):
+        from policies.bc import BCConfig
+
+        if train_eps.actions is None:
+            raise UserError(f"{cfg.data} holds {train_eps.kind} data without actions, but --stage bc needs "
+                            f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
+        if cfg.init:
+            raise UserError("--stage bc trains from scratch (it has no video half to pre-train); drop --init")
+        self.cfg = cfg
+        if resume:
+            self.model_config = BCConfig.from_dict(ckpt.load_config(run)["model"])
+        else:
+            state_dim = train_eps.states.shape[1] if cfg.use_state else 0
+            self.model_config = BCConfig.from_dict({**(cfg.overrides or {}), "img_size": train_eps.image_size,
+                                                    "action_dim": train_eps.actions.shape[1],
+                                                    "state_dim": state_dim})
+
+    def sampler_args(self) -> dict[str, Any]:
+        m = self.model_config
+        # n_future sets the action chunk's length; the future frames it also gathers are not read
+        return dict(n_future=m.horizon, max_text_len=m.max_text_len, vocab_size=m.vocab_size, use_actions=True,
+                    use_text=True, use_state=m.state_dim > 0)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        from policies.bc import BCModel
+
+        return BCModel(self.model_config)
+
+    def wrap_for_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        return LossModule(model)
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
+        if self.cfg.shift:
+            batch = {**batch, "cond": random_shift([batch["cond"]], self.cfg.shift, generator)[0]}
+        return model(batch) if isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+            else model.compute_loss(batch)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model_config.to_dict()}
+
+    @torch.no_grad()
+    def validate(self, model, sampler: WindowSampler, rows: np.ndarray, device, normalizer: Normalizer,
+                 batch_size: int = 64) -> dict[str, float]:
+        """Held-out action MSE (in the env's action units) of the predicted chunks."""
+        total, n = 0.0, 0
+        for i in range(0, len(rows), batch_size):
+            batch = sampler.batch(rows[i:i + batch_size], device)
+            pred = model(batch["cond"], batch["text"], batch.get("state"))
+            err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
+            total += float(err.pow(2).mean()) * len(pred)
+            n += len(pred)
+        return {"val_action_mse": total / n}
+
+
 def make_objective(cfg: TrainConfig, train_eps, run, resume: bool):
-    cls = InverseDynamicsObjective if cfg.stage == "idm" else VideoObjective
+    cls = {"idm": InverseDynamicsObjective, "bc": BCObjective}.get(cfg.stage, VideoObjective)
     return cls(cfg, train_eps, run, resume)

@@ -4,6 +4,7 @@
     robot-video  phase 2: robot video, with instructions, no action labels         L = L_video
     action       phase 3: demonstrations                                           L = L_video + lambda L_action
     idm          the inverse-dynamics model (o_t, o_t+1) -> a_t on demonstrations  L = L_action
+    bc           the plain image-BC baseline (o_t, text, state) -> a_t..a_t+T-1     L = L_action
 
 What each stage builds and optimises lives in ``gr2_sim/objectives.py``; this file is the loop.
 
@@ -31,14 +32,14 @@ from gr2_sim.dataset import Normalizer, WindowSampler
 from gr2_sim.errors import UserError
 from gr2_sim.objectives import make_objective
 
-STAGES = ("video", "robot-video", "action", "idm")
+STAGES = ("video", "robot-video", "action", "idm", "bc")
 
 
 @dataclass
 class TrainConfig:
     """One training run. Saved in RUN/config.json."""
 
-    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout)
+    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout; bc: image BC)
     data: str  # HDF5 file (gr2-sim collect / synth)
     out: str  # run folder
     preset: str | None = None  # model preset; default 'small', or the --init run's sizes
@@ -337,7 +338,7 @@ def compile_or_eager(module: torch.nn.Module, objective, sampler, batch_size: in
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm")
+    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm | bc")
     p.add_argument("--data", required=True, help="HDF5 file from `gr2-sim collect` or `gr2-sim synth`")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--init", default=None, help="run folder of the previous phase to start from")
@@ -373,9 +374,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], check: bool = True) -> dict:
     """``["n_layers=6", "cond_stem=conv"]`` -> ``{"n_layers": 6, "cond_stem": "conv"}`` (values as JSON, else
-    text); the field names are checked against ModelConfig."""
+    text); the field names are checked against ModelConfig (``check``; --stage bc checks them against BCConfig)."""
     from gr2_sim.config import _check_fields
 
     out = {}
@@ -387,7 +388,8 @@ def parse_overrides(items: list[str]) -> dict:
             out[key] = json.loads(text)
         except json.JSONDecodeError:
             out[key] = text
-    _check_fields(out)
+    if check:
+        _check_fields(out)
     return out
 
 
@@ -400,7 +402,7 @@ def run(args) -> int:
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
-                      overrides=parse_overrides(args.overrides) or None)
+                      overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")
     return 0

@@ -37,6 +37,9 @@ from gr2_sim.video import EpisodeRecorder, write_video
 from policies.base import Policy
 
 POLICIES = ("gr2", "expert", "random")
+# Progress below this is settling noise, not progress: an episode ends "closer" only when its goal distance fell
+# by more than it, and an object "moved" only when it left its start position by more than it (metres).
+PROGRESS_THRESHOLD_M = 0.01
 MODES = ("head", "denoise", "idm")
 
 
@@ -62,6 +65,8 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
     """
     obs, info = env.reset(seed=seed)
     start_distance = _goal_distance(info)
+    start_object = _object_position(info)
+    object_moved, distance_change = 0.0, 0.0  # the largest displacement / |goal distance change| so far
     instruction = adapter.instruction(info)
     policy.reset()
     policy.set_instruction(instruction)
@@ -88,11 +93,18 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
         total_reward += float(reward)
         success = bool(info.get("is_success", False))
         unstable = unstable or bool(info.get("unstable", False))
+        distance, position = _goal_distance(info), _object_position(info)
+        if start_distance is not None and distance is not None:
+            distance_change = max(distance_change, abs(distance - start_distance))
+        if start_object is not None and position is not None:
+            object_moved = max(object_moved, float(np.linalg.norm(position - start_object)))
     if recorder is not None:
         recorder.add(env.render(), policy.predicted_frames, False, success)
     record = {"seed": seed, "success": success and not unstable, "length": length, "return": total_reward,
               "queries": len(latencies), "instruction": instruction, "unstable": unstable,
               "goal_distance_start": start_distance, "goal_distance_end": _goal_distance(info),
+              "goal_distance_max_change": distance_change if start_distance is not None else None,
+              "object_max_displacement": object_moved if start_object is not None else None,
               "_reports_success": "is_success" in info}
     return record, latencies, recorder
 
@@ -106,16 +118,37 @@ def _goal_distance(info: dict[str, Any]) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def goal_progress(per_episode: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean goal distance (m) at the start and end of the episodes, and the share that ended closer than they
-    started: progress where success is rare. None when the env reports no ``info["goal_distance"]``."""
-    pairs = [(e["goal_distance_start"], e["goal_distance_end"]) for e in per_episode
-             if e.get("goal_distance_start") is not None and e.get("goal_distance_end") is not None]
-    if not pairs:
+def _object_position(info: dict[str, Any]) -> np.ndarray | None:
+    """``info["object_position"]`` (where the named object is) as a finite float array, else None."""
+    try:
+        value = np.asarray(info["object_position"], dtype=np.float64).reshape(-1)
+    except (KeyError, TypeError, ValueError):
         return None
-    start, end = np.array(pairs).T
-    return {"episodes": len(pairs), "start_mean": float(start.mean()), "end_mean": float(end.mean()),
-            "end_median": float(np.median(end)), "closer_fraction": float(np.mean(end < start))}
+    return value if value.size and np.all(np.isfinite(value)) else None
+
+
+def goal_progress(per_episode: list[dict[str, Any]], threshold: float = PROGRESS_THRESHOLD_M) -> dict[str, Any] | None:
+    """Progress where success is rare. None when the env reports no ``info["goal_distance"]``.
+
+    Mean goal distance (m) at the start and end of the episodes; ``closer_fraction``: the share whose end
+    distance is below the start by more than ``threshold`` (m, reported as ``threshold_m``: settling noise of
+    1e-11 m is not progress); ``moved_fraction``: the share in which the named object left its start position
+    by more than ``threshold`` at some step (``moved_source`` "object_position"), or, for an env that does not
+    report where its object is, in which the goal distance changed by more than ``threshold`` at some step
+    (``moved_source`` "goal_distance")."""
+    rows = [e for e in per_episode if e.get("goal_distance_start") is not None
+            and e.get("goal_distance_end") is not None]
+    if not rows:
+        return None
+    start, end = np.array([(e["goal_distance_start"], e["goal_distance_end"]) for e in rows]).T
+    if all(e.get("object_max_displacement") is not None for e in rows):
+        source, moved = "object_position", [e["object_max_displacement"] for e in rows]
+    else:
+        source, moved = "goal_distance", [e.get("goal_distance_max_change") or 0.0 for e in rows]
+    return {"episodes": len(rows), "start_mean": float(start.mean()), "end_mean": float(end.mean()),
+            "end_median": float(np.median(end)), "threshold_m": threshold,
+            "closer_fraction": float(np.mean(end < start - threshold)),
+            "moved_fraction": float(np.mean(np.array(moved) > threshold)), "moved_source": source}
 
 
 def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall_s: float) -> dict[str, Any]:
@@ -363,6 +396,9 @@ def run(args) -> int:
               + ", ".join(f"{w} {r['successes']}/{r['episodes']}" for w, r in worst))
     if agg["goal_distance"]:
         g = agg["goal_distance"]
+        cm = f"{100 * g['threshold_m']:g} cm"
+        moved = "the named object moved" if g["moved_source"] == "object_position" else "the goal distance changed"
         print(f"goal distance: {100 * g['start_mean']:.1f} cm at the start, {100 * g['end_mean']:.1f} cm at the end "
-              f"(median {100 * g['end_median']:.1f} cm); {g['closer_fraction']:.0%} of episodes ended closer")
+              f"(median {100 * g['end_median']:.1f} cm); {g['closer_fraction']:.0%} of episodes ended more than {cm} "
+              f"closer; {moved} by more than {cm} in {g['moved_fraction']:.0%}")
     return 0

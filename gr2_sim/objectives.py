@@ -85,10 +85,16 @@ def load_init(model: torch.nn.Module, run: str) -> list[str]:
 
 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
-                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0):
+                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
+                   video_weight: float = 1.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
-    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise)."""
+    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise).
+
+    ``video_weight`` scales the video term: L = video_weight * L_video + action_weight * L_action. At 0 (GR-1's
+    "no video prediction" ablation) there are no future frames to denoise: every sample's future is pure noise
+    (t = K - 1, what the one-pass head readout sees), no video target is passed, and L = action_weight * L_action.
+    """
     if shift:
         batch = dict(batch)
         batch["cond"], batch["future"] = random_shift([batch["cond"], batch["future"]], shift, generator)
@@ -97,13 +103,18 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     t = torch.randint(K, (B,), generator=generator)
     if pure_noise > 0:
         t = torch.where(torch.rand(B, generator=generator) < pure_noise, K - 1, t)
+    if video_weight == 0:
+        t = torch.full_like(t, K - 1)
     t = t.to(future.device)
     noise = torch.randn(future.shape, generator=generator).to(future.device)
     noisy = diffusion.q_sample(future, t, noise)
-    target = diffusion.target(future, noise, t)
-    return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
-                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
-                 text_dropout=text_dropout)
+    target = diffusion.target(future, noise, t) if video_weight > 0 else None
+    out = model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
+                target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
+                text_dropout=text_dropout, need_video=video_weight > 0)
+    if 0 < video_weight != 1:
+        out["loss"] = out["loss"] + (video_weight - 1) * out["video_loss"]
+    return out
 
 
 class VideoObjective:
@@ -139,7 +150,8 @@ class VideoObjective:
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
-                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0)
+                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
+                              self.cfg.video_weight)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

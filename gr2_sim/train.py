@@ -53,6 +53,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
+    video_weight: float = 1.0  # --stage action: weight of L_video; 0 = actions only (GR-1's no-video ablation)
     ema_decay: float = 0.999
     text_dropout: float = 0.1  # probability of training with the null instruction
     shift: int = 4  # random-shift augmentation of training frames, in pixels (0: none)
@@ -93,6 +94,11 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in [0, 1) (0: the EMA is the raw weights), got {self.ema_decay}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0 steps, got {self.warmup}")
+        if not self.video_weight >= 0:
+            raise UserError(f"--video-weight must be >= 0 (0: no video loss), got {self.video_weight}")
+        if self.video_weight == 0 and self.stage != "action":
+            raise UserError(f"--video-weight 0 leaves --stage {self.stage} nothing to learn; it is for --stage action "
+                            f"(the DiT trained on actions only)")
         if self.demos is not None and self.demos < 1:
             raise UserError(f"--demos must be >= 1, got {self.demos}")
 
@@ -348,6 +354,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--video-weight", type=float, default=TrainConfig.video_weight,
+                   help="weight of the video loss (0: actions only, no future frames to denoise; --stage action)")
     p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                    help="decay of the EMA weights that are validated, kept and rolled out (0: raw weights)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
@@ -396,7 +404,8 @@ def parse_overrides(items: list[str], check: bool = True) -> dict:
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      action_weight=args.action_weight, ema_decay=args.ema_decay, warmup=args.warmup,
+                      action_weight=args.action_weight, video_weight=args.video_weight,
+                      ema_decay=args.ema_decay, warmup=args.warmup,
                       seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,

@@ -22,6 +22,7 @@ result exists, so a killed sweep resumes where it stopped::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -203,23 +204,18 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
             "train_steps": int(state["step"]), "train_wall_s": round(float(state.get("wall_s", 0.0)), 1), **result}
 
 
-class torch_threads:
-    """``with torch_threads(n):`` trains on ``n`` torch threads (0: leave torch's setting) and restores it."""
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """``with torch_threads(n):`` runs on ``n`` torch threads (0: leave torch's setting), then restores them."""
+    import torch
 
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Training throughput and model FLOPs utilisation, ours vs the lesson's straightforward model.
+"""Training throughput and model FLOPs utilisation, ours vs the lesson's straightforward model and the image BC.
 
 The peak is measured here, not assumed: the best of a few large fp32 matrix multiplies with all threads.
 """
@@ -48,8 +48,29 @@ def train_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup
     return batch_size * steps / (time.perf_counter() - start)
 
 
-def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool = False) -> list[dict]:
-    """Per preset: ours and the lesson's reference model (and, with ``compile``, ours under torch.compile)."""
+def bc_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup: int = 2) -> float:
+    """Samples per second of the image-BC policy's training step (forward, MSE, backward, AdamW)."""
+    cfg = model.config
+    opt = make_optimizer(model, lr=1e-4, weight_decay=0.01)
+    batch = {"cond": torch.randn(batch_size, 3, cfg.img_size, cfg.img_size),
+             "text": torch.randint(1, cfg.vocab_size, (batch_size, cfg.max_text_len)),
+             "actions": torch.randn(batch_size, cfg.horizon, cfg.action_dim)}
+    if cfg.state_dim:
+        batch["state"] = torch.randn(batch_size, cfg.state_dim)
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = model.compute_loss(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool = False,
+                baselines: bool = True) -> list[dict]:
+    """Per preset: ours and the lesson's reference model (and, with ``compile``, ours under torch.compile);
+    then, with ``baselines``, one row for the plain image-BC policy (``--stage bc``, policies/bc.py)."""
     steps = max(3, min(steps, 20))
     peak = measured_matmul_flops()
     rows = []
@@ -72,4 +93,15 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
                          "samples_per_s": sps, "GFLOP_per_sample": flops / 1e9,
                          "achieved_GFLOP_s": flops * sps / 1e9, "matmul_peak_GFLOP_s": peak / 1e9,
                          "MFU": flops * sps / peak})
+    if baselines:
+        from policies.bc import BCConfig, BCModel
+
+        torch.manual_seed(0)
+        model = BCModel(BCConfig(state_dim=8))
+        flops = model.estimate_flops()["train_step"]
+        sps = bc_throughput(model, batch_size, steps)
+        rows.append({"preset": "-", "model": "image BC (--stage bc)", "tokens": "-",
+                     "params_M": model.num_params() / 1e6, "samples_per_s": sps,
+                     "GFLOP_per_sample": flops / 1e9, "achieved_GFLOP_s": flops * sps / 1e9,
+                     "matmul_peak_GFLOP_s": peak / 1e9, "MFU": flops * sps / peak})
     return rows

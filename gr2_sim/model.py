@@ -415,7 +415,7 @@ class VideoActionDiT(nn.Module):
         text_dropout: float = 0.0,
         return_attention: bool = False,
         need_video: bool = True,
-        video_weight: torch.Tensor | None = None,
+        pixel_weight: torch.Tensor | None = None,
         target_aux: torch.Tensor | None = None,
         aux_weight: float = 1.0,
     ) -> ModelOutput:
@@ -427,7 +427,7 @@ class VideoActionDiT(nn.Module):
         loss = video_loss + action_weight * action_loss, each term present only if its target is given.
         text_dropout: probability per sample of replacing the instruction by the null embedding.
         need_video: False skips the video head (``video_pred`` is None) unless ``target_noise`` is given.
-        video_weight: per-pixel weights of the video loss, broadcastable to (B, T, 3, H, W) (e.g. more weight
+        pixel_weight: per-pixel weights of the video loss, broadcastable to (B, T, 3, H, W) (e.g. more weight
         on the pixels that change); the loss is then the weighted mean.
         target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
         when they are given); adds aux_weight * aux_loss to the loss.
@@ -478,10 +478,10 @@ class VideoActionDiT(nn.Module):
 
         video_loss = action_loss = loss = None
         if target_noise is not None:
-            if video_weight is None:
+            if pixel_weight is None:
                 video_loss = F.mse_loss(video_pred, target_noise)
             else:
-                weight = video_weight.expand_as(video_pred)
+                weight = pixel_weight.expand_as(video_pred)
                 video_loss = (weight * (video_pred - target_noise).pow(2)).sum() / weight.sum().clamp_min(1e-8)
             loss = video_loss
         if target_actions is not None:

@@ -41,7 +41,8 @@ def sweep_argv(args: argparse.Namespace) -> list[str]:
             "--out", str(args.out), "--steps", str(args.steps),
             "--pretrain-steps", *map(str, args.pretrain_steps), "--clips", str(args.clips),
             "--robot-episodes", str(args.robot_episodes), "--episodes", str(args.episodes), "--videos", "1",
-            "--preset", args.preset, "--workers", str(args.workers), "--device", args.device]
+            "--preset", args.preset, "--workers", str(args.workers), "--device", args.device,
+            "--seeds", "1", "--baselines", "none", "--threads", "0"]
 
 
 def run(args: argparse.Namespace) -> int:

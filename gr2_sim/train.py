@@ -4,6 +4,7 @@
     robot-video  phase 2: robot video, with instructions, no action labels         L = L_video
     action       phase 3: demonstrations                                           L = L_video + lambda L_action
     idm          the inverse-dynamics model (o_t, o_t+1) -> a_t on demonstrations  L = L_action
+    bc           the plain image-BC baseline (o_t, text, state) -> a_t..a_t+T-1     L = L_action
 
 What each stage builds and optimises lives in ``gr2_sim/objectives.py``; this file is the loop.
 
@@ -31,14 +32,14 @@ from gr2_sim.dataset import Normalizer, WindowSampler
 from gr2_sim.errors import UserError
 from gr2_sim.objectives import make_objective
 
-STAGES = ("video", "robot-video", "action", "idm")
+STAGES = ("video", "robot-video", "action", "idm", "bc")
 
 
 @dataclass
 class TrainConfig:
     """One training run. Saved in RUN/config.json."""
 
-    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout)
+    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout; bc: image BC)
     data: str  # HDF5 file (gr2-sim collect / synth)
     out: str  # run folder
     preset: str | None = None  # model preset; default 'small', or the --init run's sizes
@@ -52,6 +53,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
+    video_weight: float = 1.0  # --stage action: weight of L_video; 0 = actions only (GR-1's no-video ablation)
     ema_decay: float = 0.999
     text_dropout: float = 0.1  # probability of training with the null instruction
     shift: int = 4  # random-shift augmentation of training frames, in pixels (0: none)
@@ -107,6 +109,11 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in [0, 1) (0: the EMA is the raw weights), got {self.ema_decay}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0 steps, got {self.warmup}")
+        if not self.video_weight >= 0:
+            raise UserError(f"--video-weight must be >= 0 (0: no video loss), got {self.video_weight}")
+        if self.video_weight == 0 and self.stage != "action":
+            raise UserError(f"--video-weight 0 leaves --stage {self.stage} nothing to learn; it is for --stage action "
+                            f"(the DiT trained on actions only)")
         if self.demos is not None and self.demos < 1:
             raise UserError(f"--demos must be >= 1, got {self.demos}")
 
@@ -364,7 +371,7 @@ def compile_or_eager(module: torch.nn.Module, objective, sampler, batch_size: in
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm")
+    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm | bc")
     p.add_argument("--data", required=True, help="HDF5 file from `gr2-sim collect` or `gr2-sim synth`")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--init", default=None, help="run folder of the previous phase to start from")
@@ -374,6 +381,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--video-weight", type=float, default=TrainConfig.video_weight,
+                   help="weight of the video loss (0: actions only, no future frames to denoise; --stage action)")
     p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                    help="decay of the EMA weights that are validated, kept and rolled out (0: raw weights)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
@@ -405,9 +414,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], check: bool = True) -> dict:
     """``["n_layers=6", "cond_stem=conv"]`` -> ``{"n_layers": 6, "cond_stem": "conv"}`` (values as JSON, else
-    text); the field names are checked against ModelConfig."""
+    text); the field names are checked against ModelConfig (``check``; --stage bc checks them against BCConfig)."""
     from gr2_sim.config import _check_fields
 
     out = {}
@@ -419,21 +428,23 @@ def parse_overrides(items: list[str]) -> dict:
             out[key] = json.loads(text)
         except json.JSONDecodeError:
             out[key] = text
-    _check_fields(out)
+    if check:
+        _check_fields(out)
     return out
 
 
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      action_weight=args.action_weight, ema_decay=args.ema_decay, warmup=args.warmup,
+                      action_weight=args.action_weight, video_weight=args.video_weight,
+                      ema_decay=args.ema_decay, warmup=args.warmup,
                       seed=args.seed, device=args.device,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
                       aux_state=args.aux_state, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
-                      overrides=parse_overrides(args.overrides) or None)
+                      overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")
     return 0

@@ -330,10 +330,10 @@ def test_change_weighted_video_loss():
     inputs = make_inputs(cfg)
     target = torch.randn(2, cfg.n_future, 3, cfg.img_size, cfg.img_size)
     plain = model(**inputs, target_noise=target).video_loss
-    ones = model(**inputs, target_noise=target, video_weight=torch.ones(2, cfg.n_future, 1, 64, 64)).video_loss
+    ones = model(**inputs, target_noise=target, pixel_weight=torch.ones(2, cfg.n_future, 1, 64, 64)).video_loss
     torch.testing.assert_close(plain, ones)
     weight = torch.zeros(2, cfg.n_future, 1, 64, 64)
     weight[..., :8, :8] = 1.0  # only one corner counts
     pred = model(**inputs, target_noise=target).video_pred
     corner = (pred - target)[..., :8, :8].pow(2).mean()
-    torch.testing.assert_close(model(**inputs, target_noise=target, video_weight=weight).video_loss, corner)
+    torch.testing.assert_close(model(**inputs, target_noise=target, pixel_weight=weight).video_loss, corner)

@@ -268,6 +268,9 @@ class BCObjective:
                             f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
         if cfg.init:
             raise UserError("--stage bc trains from scratch (it has no video half to pre-train); drop --init")
+        if cfg.preset:
+            raise UserError(f"--preset {cfg.preset} sizes the DiT; --stage bc has its own sizes (policies/bc.py "
+                            f"BCConfig): drop --preset, or change them with --set, e.g. --set hidden=128")
         self.cfg = cfg
         if resume:
             self.model_config = BCConfig.from_dict(ckpt.load_config(run)["model"])

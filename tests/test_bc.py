@@ -92,6 +92,11 @@ def test_train_stage_bc_writes_a_run_that_loads_back(demo_file, tmp_path, one_to
     np.testing.assert_array_equal(normalizer.action_mean, ckpt.load_normalizer(run).action_mean)
     with pytest.raises(UserError, match="trains from scratch"):
         train(TrainConfig(stage="bc", data=str(demo_file), out=str(tmp_path / "x"), init=str(run), steps=2, **TINY))
+    with pytest.raises(UserError, match="drop --preset"):
+        train(TrainConfig(stage="bc", data=str(demo_file), out=str(tmp_path / "x"), preset="tiny", steps=2, **TINY))
+    with pytest.raises(UserError, match="unknown BCConfig field"):
+        train(TrainConfig(stage="bc", data=str(demo_file), out=str(tmp_path / "x"), steps=2,
+                          **{**TINY, "overrides": {"n_layers": 2}}))
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(demo_file, tmp_path, monkeypatch, one_torch_thread):

@@ -88,6 +88,11 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     assert "| demos | variant |" in report and "success_vs_demos.png" in report
     assert (out / "losses.png").exists() and (out / "success_vs_demos.png").exists()
     assert any((out / "videos").iterdir())
+    assert (out / "rollout.gif").stat().st_size > 1000 and "rollout.gif" in report  # the imagined future
+    imagined = json.loads((out / "imagined" / "eval.json").read_text())
+    assert imagined["config"]["policy"]["mode"] == "denoise"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} >= {"scratch", "pretrained", "bc"}
     assert main(argv) == 0  # a rerun finds everything done
 
 

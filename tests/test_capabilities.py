@@ -1,0 +1,85 @@
+"""`gr2-sim experiment capabilities`: five probes where copying the last frame is wrong, scored end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gr2_sim.cli import main
+from gr2_sim.experiments import capabilities, common
+
+CAPABILITIES = {"occlusion", "contact", "gravity", "deformable", "tool"}
+
+
+def stamps(out, pattern):
+    return {p: p.stat().st_mtime_ns for p in out.rglob(pattern)}
+
+
+def test_copy_is_clearly_wrong_and_the_oracle_beats_it_on_every_probe(tmp_path):
+    out = tmp_path / "cap"
+    argv = ["experiment", "capabilities", "--out", str(out), "--probes", "4", "--image-size", "32"]
+    assert main(argv) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["command"].startswith(f"gr2-sim experiment capabilities --out {out}")
+    assert set(s["per_capability"]) == CAPABILITIES and s["probe_frames"] == 9 and s["runs"] == {}
+    for capability, result in s["per_capability"].items():
+        copy, oracle = result["copy"]["region_mse"], result["oracle"]["region_mse"]
+        assert copy["n"] == 4 and oracle["n"] == 4, capability
+        assert copy["ci95"][0] > 0.03, (capability, copy)  # copying frame 0 errs as much as a wrong color
+        assert oracle["mean"] < 1e-4 and copy["mean"] > 100 * oracle["mean"] + 0.03
+        diff = result["oracle"]["minus_copy_region_mse"]
+        assert diff["ci95"][1] < -0.02 and diff["beats_copy"] == "yes"
+        assert result["copy"]["new_place_mse"]["mean"] > 0.03 and result["copy"]["old_place_mse"]["mean"] > 0.03
+    for name in s["figures"]:
+        assert (out / name).stat().st_size > 1000
+    assert sorted(s["figures"]) == sorted(f"{c}.png" for c in CAPABILITIES)
+    before = stamps(out, "*.npz")
+    assert len(before) == 5 * 4
+    assert main(argv) == 0  # resumed: nothing rendered again
+    assert stamps(out, "*.npz") == before
+
+
+def test_scores_count_only_reappearing_frames_for_occlusion():
+    clip = {"frames": np.zeros((5, 4, 4, 3), np.uint8), "masks": np.zeros((5, 4, 4), bool),
+            "visible": np.array([True, False, True, True, False])}
+    clip["masks"][:, 1, 1] = True
+    clip["frames"][:, 1, 1] = 255
+    pred = np.zeros((1, 4, 4, 4, 3), np.float32)  # predicts the object gone: error 1 inside its mask
+    occ = capabilities.scores("occlusion", pred, [clip], stride=1)
+    assert occ["region_mse"][0] == 1.0 and np.isnan(occ["new_place_mse"][0])  # frames 2, 3 only; it never moved
+    assert capabilities.scores("contact", pred, [clip], stride=1)["region_mse"][0] == 1.0
+    assert np.isnan(capabilities.scores("occlusion", pred[:, :1], [clip], stride=1)["region_mse"][0])  # frame 1 hidden
+
+
+def test_with_a_tiny_model_and_its_untrained_twin(video_file, tmp_path, one_torch_thread):
+    run = common.train_run(tmp_path / "runs" / "phase1", stage="video", data=str(video_file), preset="tiny", steps=2,
+                           batch_size=4, seed=0, device="cpu", progress=False)
+    out = tmp_path / "cap"
+    argv = ["experiment", "capabilities", "--out", str(out), "--probes", "2", "--ckpt", f"phase1={run}",
+            "--untrained", "--ddim-steps", "2"]
+    assert main(argv) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["runs"]) == {"phase1", "untrained"}
+    occlusion = s["per_capability"]["occlusion"]["phase1"]  # 2 frames at stride 1: the block is still hidden
+    assert occlusion["region_mse"]["n"] == 0 and "ends before the event" in occlusion["note"]
+    for capability, result in s["per_capability"].items():
+        for label in ("phase1", "untrained") if capability != "occlusion" else ():
+            region = result[label]["region_mse"]
+            assert 0 <= region["mean"] <= 1 and result[label]["minus_copy_region_mse"]["beats_copy"] in ("yes", "no")
+    assert s["horizon"]["phase1"] == 2 and s["horizon"]["copy"] == 4  # the tiny preset predicts 2 frames
+    before = stamps(out / "predictions", "*.npz")
+    assert len(before) == 2
+    assert main(argv) == 0
+    assert stamps(out / "predictions", "*.npz") == before  # cached
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ckpt", "nowhere"], "no such run folder"),
+    (["--untrained"], "--untrained needs a --ckpt"),
+    (["--probes", "0"], "--probes must be >= 1"),
+])
+def test_bad_input_exits_with_code_2(tmp_path, capsys, extra, message):
+    assert main(["experiment", "capabilities", "--out", str(tmp_path / "x"), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -367,14 +367,14 @@ def _on_ramp(body: _Body, centre, axis, normal, side: float, along: float, pitch
 
 def _probe_reappear(rng: np.random.Generator, frames: int) -> _Scene:
     """A block slides from rest down a ramp, passes behind a wall at the ramp's foot, and comes out on the table."""
-    side, tilt = float(rng.choice([-1.0, 1.0])), rng.uniform(0.42, 0.5)
+    side, tilt = float(rng.choice([-1.0, 1.0])), rng.uniform(*REAPPEAR_TILT)
     ramp, centre, axis, normal, pitch = _ramp(rng, side, tilt)
-    block = _body(rng, "block", centre[:2], friction=float(rng.uniform(0.2, 0.26)))
+    block = _body(rng, "block", centre[:2], friction=float(rng.uniform(*REAPPEAR_FRICTION)))
     block.size = float(rng.uniform(0.018, 0.024))
     _on_ramp(block, centre, axis, normal, side, REAPPEAR_START, pitch)
     foot = centre[0] - side * 0.09 * np.cos(tilt)
-    wall = np.array([foot - side * 0.02, centre[1] - 0.07, 0.065])
-    occluder = _box("occluder", (0.055, 0.01, 0.065), wall, group=OCCLUDER_GROUP)
+    wall = np.array([foot - side * REAPPEAR_WALL[1], centre[1] - 0.07, 0.065])
+    occluder = _box("occluder", (REAPPEAR_WALL[0], 0.01, 0.065), wall, group=OCCLUDER_GROUP)
     return _Scene([block], ramp + occluder, {"occluder": wall.round(4).tolist(), "ramp_side": side})
 
 
@@ -386,7 +386,7 @@ def _probe_contact(rng: np.random.Generator, frames: int) -> _Scene:
     foot = centre[0] - side * 0.09 * np.cos(tilt)
     struck = _body(rng, "block" if rng.random() < 0.6 else "ball", [foot - side * rng.uniform(0.03, 0.05),
                                                                      centre[1] + rng.uniform(-0.01, 0.01)],
-                   friction=float(rng.uniform(0.05, 0.15)))
+                   friction=float(rng.uniform(0.2, 0.35)))
     struck.mass = float(rng.uniform(0.03, 0.08))
     ball = _body(rng, "ball", centre[:2])
     ball.mass = float(rng.uniform(0.2, 0.3))
@@ -411,7 +411,8 @@ def _probe_support(rng: np.random.Generator, frames: int) -> _Scene:
 
 
 ROPE_SEGMENTS, ROPE_SEG_LEN, ROPE_RADIUS = 8, 0.026, 0.011
-REAPPEAR_START, CONTACT_START = 0.05, 0.02  # m up the ramp from its centre: hidden ~0.3 s in, out by ~0.5 s
+REAPPEAR_TILT, REAPPEAR_FRICTION, REAPPEAR_WALL = (0.5, 0.58), (0.15, 0.2), (0.04, 0.01)  # wall: half width, offset (m)
+REAPPEAR_START, CONTACT_START = 0.06, 0.02  # m up the ramp from its centre: hidden at ~0.3 s, out by 0.4 s
 
 
 def _rope_xml(rgba: str) -> str:

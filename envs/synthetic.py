@@ -286,11 +286,11 @@ TOOL_RADIUS = 0.008  # m: a stick's or hook's capsule radius
 HOOK_END = 0.09  # m: the hook's perpendicular end, long enough to pass beside the largest object
 
 
-def _tool_geoms(rng: np.random.Generator, hook: bool, length: float) -> tuple[str, str]:
+def _tool_geoms(rng: np.random.Generator, hook: bool, length: float, avoid: str = "") -> tuple[str, str]:
     """Capsules of a stick (``hook`` False) or an L-shaped hook in the mover's frame: the tip at the origin, the
     shaft back along -x to the handle, the hook's end from the tip along +y. Dark as ToolPull's hook, or a
-    jittered palette color; returns (MJCF, color name)."""
-    color = "dark" if rng.random() < 0.5 else str(rng.choice(list(scene.COLORS)))
+    jittered palette color other than ``avoid`` (the object's); returns (MJCF, color name)."""
+    color = "dark" if rng.random() < 0.5 else str(rng.choice([c for c in scene.COLORS if c != avoid]))
     rgb = np.array([0.16, 0.16, 0.2]) if color == "dark" else np.array(scene.COLORS[color][:3])
     rgba = _fmt([*np.clip(rgb + rng.uniform(-0.06, 0.06, 3), 0, 1), 1.0])
     r = TOOL_RADIUS
@@ -319,7 +319,7 @@ def _tool_action(rng: np.random.Generator, action: str, obj: _Body, hook: bool, 
     inside = [np.all(np.abs(q) < [0.27, 0.21]) for q in (end, handle_start, handle_end)]
     if not all(inside) or np.any(np.abs(p + direction * travel) > [0.22, 0.17]):
         return None
-    geoms, color = _tool_geoms(rng, hook, length)
+    geoms, color = _tool_geoms(rng, hook, length, avoid=obj.color)
     z, t0 = TOOL_RADIUS + 0.002, 0.0
     points = [(0.0, *tip, 0.12 if lower else z, yaw)]
     if lower:

@@ -32,6 +32,8 @@ def test_copy_is_clearly_wrong_and_the_oracle_beats_it_on_every_probe(tmp_path):
         diff = result["oracle"]["minus_copy_region_mse"]
         assert diff["ci95"][1] < -0.02 and diff["beats_copy"] == "yes"
         assert result["copy"]["new_place_mse"]["mean"] > 0.03 and result["copy"]["old_place_mse"]["mean"] > 0.03
+        assert result["copy"]["new_place_closer"]["mean"] == 0 and result["oracle"]["new_place_closer"]["mean"] == 1
+        assert result["copy"]["predicts_event"] == "no" and result["oracle"]["predicts_event"] == "yes"
     for name in s["figures"]:
         assert (out / name).stat().st_size > 1000
     assert sorted(s["figures"]) == sorted(f"{c}.png" for c in CAPABILITIES)
@@ -53,6 +55,24 @@ def test_scores_count_only_reappearing_frames_for_occlusion():
     assert np.isnan(capabilities.scores("occlusion", pred[:, :1], [clip], stride=1)["region_mse"][0])  # frame 1 hidden
 
 
+def test_new_place_closer_is_not_fooled_by_a_grey_frame():
+    """The object moves one pixel right; a grey frame halves the squared error in the union region versus copy,
+    yet draws the new place nearer the old background than the object: it is not credited with the event."""
+    frames = np.full((2, 4, 4, 3), 140, np.uint8)  # table-like background
+    frames[0, 1, 1] = frames[1, 1, 2] = (230, 30, 30)  # a red object at (1, 1), then at (1, 2)
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, 1, 1] = masks[1, 1, 2] = True
+    clip = {"frames": frames, "masks": masks, "visible": np.ones(2, bool)}
+    copy = frames[None, :1].astype(np.float32) / 255
+    grey = np.full_like(copy, 0.5)
+    truth = frames[None, 1:].astype(np.float32) / 255
+    s = {name: capabilities.scores("contact", p, [clip], stride=1) for name, p in
+         (("copy", copy), ("grey", grey), ("truth", truth))}
+    assert s["grey"]["region_mse"][0] < s["copy"]["region_mse"][0]  # region MSE rewards hedging ...
+    assert s["grey"]["new_place_closer"][0] == 0 == s["copy"]["new_place_closer"][0]  # ... this share does not
+    assert s["truth"]["new_place_closer"][0] == 1 and s["truth"]["region_mse"][0] == 0
+
+
 def test_with_a_tiny_model_and_its_untrained_twin(video_file, tmp_path, one_torch_thread):
     run = common.train_run(tmp_path / "runs" / "phase1", stage="video", data=str(video_file), preset="tiny", steps=2,
                            batch_size=4, seed=0, device="cpu", progress=False)
@@ -68,6 +88,7 @@ def test_with_a_tiny_model_and_its_untrained_twin(video_file, tmp_path, one_torc
         for label in ("phase1", "untrained") if capability != "occlusion" else ():
             region = result[label]["region_mse"]
             assert 0 <= region["mean"] <= 1 and result[label]["minus_copy_region_mse"]["beats_copy"] in ("yes", "no")
+            assert 0 <= result[label]["new_place_closer"]["mean"] <= 1 and result[label]["predicts_event"] in ("yes", "no")
     assert s["horizon"]["phase1"] == 2 and s["horizon"]["copy"] == 4  # the tiny preset predicts 2 frames
     before = stamps(out / "predictions", "*.npz")
     assert len(before) == 2

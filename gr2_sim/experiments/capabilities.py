@@ -22,9 +22,16 @@ frames at ``--stride``. Scores per predicted frame f (pixels in [0, 1], RGB aver
                     for occlusion, where the block truly is on frames where it has reappeared
     new_place_mse   MSE where the target is at f but was not at 0: did the model put it where it went?
     old_place_mse   MSE where it was at 0 but no longer is: did the model take it away from there?
+    new_place_closer  the share of the new place's pixels that the prediction draws nearer the true frame than
+                    frame 0 (squared RGB distance): copy scores 0, the oracle 1. The MSEs reward hedging (a grey
+                    or blurred frame is half wrong everywhere, copy wholly wrong in both places, so an untrained
+                    grey model "beats" copy on region_mse); this share does not: grey or blur stays nearer the
+                    background than the object in most pixels
 
-Per capability and model: mean over clips with a 95% bootstrap interval, the paired difference to ``copy`` with
-its interval, and ``beats_copy``: "yes" when that interval lies below 0, "no" otherwise.
+Per capability and model: mean over clips with a 95% bootstrap interval; the paired difference of region_mse to
+``copy`` with its interval and ``beats_copy`` ("yes" when that interval lies below 0); and ``predicts_event``:
+"yes" when the interval of new_place_closer lies above 0.5 (most of where the target went is drawn as the truth,
+not as the unchanged frame), else "no". Read a capability as shown only where both say yes.
 
 Models: ``--ckpt [LABEL=]RUN`` (repeatable: the phase-1 model, a robot-video-only model, one trained on the
 probe distribution ...), ``--untrained`` (the first run's config with fresh weights). Without any, copy and oracle
@@ -53,7 +60,7 @@ CAPABILITIES = {"occlusion": "reappear", "contact": "contact", "gravity": "suppo
                 "tool": "tool"}
 PROBE_SEED_START = 800_000  # held out: far from pre-training clips (0 .. clips-1) and physics-probes' 700,000+
 REFERENCES = ("copy", "oracle")
-SCORES = ("region_mse", "new_place_mse", "old_place_mse")
+SCORES = ("region_mse", "new_place_mse", "old_place_mse", "new_place_closer")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -165,6 +172,10 @@ def scores(capability: str, pred: np.ndarray, items: list[dict], stride: int) ->
             for name, region in regions.items():
                 if region.any():
                     values[name].append(float(sq[region].mean()))
+            new = regions["new_place_mse"]
+            if new.any():
+                unchanged = ((pred[i, k].astype(np.float32) - clip["frames"][0].astype(np.float32) / 255) ** 2).mean(-1)
+                values["new_place_closer"].append(float((sq[new] < unchanged[new]).mean()))
         for name in SCORES:
             result[name][i] = np.mean(values[name]) if values[name] else np.nan
     return result
@@ -201,6 +212,8 @@ def plot_capability(capability: str, clip: dict, rows: dict[str, tuple[np.ndarra
         axes[r][0].imshow(clip["frames"][0])
         for k in range(len(pred)):
             axes[r][k + 1].imshow(np.clip(pred[k].astype(np.float32), 0, 1))
+            if stride != stride0:  # its frames are other times than the real row's above
+                axes[r][k + 1].set_title(f"+{(k + 1) * stride}", fontsize=6)
         axes[r][0].set_ylabel(f"{label}\n(stride {stride})", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -263,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
             if label != "copy":
                 result[label]["minus_copy_region_mse"] = paired(errs[label]["region_mse"], errs["copy"]["region_mse"],
                                                                 args.seed)
+            closer = result[label]["new_place_closer"]["ci95"][0]
+            result[label]["predicts_event"] = "yes" if closer is not None and closer > 0.5 else "no"
         per_capability[capability] = {"probe": CAPABILITIES[capability], **result}
         rows = {label: (pred[capability][0], stride) for label, (pred, stride) in predictions.items()
                 if label != "oracle"}

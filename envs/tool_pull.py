@@ -30,22 +30,47 @@ TOOL_YAW = np.pi  # the hook's heading that points its shaft at the cubes (-y) a
 def hook_tool(name: str) -> str:
     """A free L-shaped hook: a box handle, then a capsule shaft and a short perpendicular capsule end (geoms
     ``<name>_handle/_shaft/_hook``). Capsules: their contacts with the boxes (table, cubes) cost MuJoCo about
-    half what box-box ones do, and the env's physics time is mostly the hook's contacts."""
-    def part(kind: str, geom: str) -> str:
-        return (f'<geom name="{name}_{kind}" {geom} mass="0.02" rgba="{TOOL_RGBA}" friction="0.8 0.01 0.001" '
-                f'condim="4"/>')
+    half what box-box ones do. They collide hidden in geom group 3; the hook is drawn as one mesh
+    (``<name>_visual``, from :func:`hook_mesh`): a software-rendered frame pays per drawn geom, and more for a
+    capsule's many triangles."""
+    def part(kind: str, geom: str, condim: int) -> str:
+        return (f'<geom name="{name}_{kind}" {geom} mass="0.02" friction="0.8 0.01 0.001" condim="{condim}" '
+                f'group="3"/>')
 
     def capsule(kind: str, half, pos) -> str:  # a capsule of radius half[2] along the box's longer side
         axis = np.array([half[0] - half[2], 0.0, 0.0]) if half[0] > half[1] else np.array([0.0, half[1] - half[2], 0.0])
         a, b = np.asarray(pos) - axis, np.asarray(pos) + axis
-        return part(kind, f'type="capsule" size="{half[2]}" fromto="{_fmt(a)} {_fmt(b)}"')
+        return part(kind, f'type="capsule" size="{half[2]}" fromto="{_fmt(a)} {_fmt(b)}"', condim=3)
 
-    handle = part("handle", f'type="box" size="{_fmt(HANDLE_HALF)}"')
+    handle = part("handle", f'type="box" size="{_fmt(HANDLE_HALF)}"', condim=4)  # torsional friction: the grip
     return f"""
 <body name="{name}" pos="0 0 {HANDLE_HALF[2]}">
   <freejoint name="{name}_joint"/>
   {handle}{capsule("shaft", SHAFT_HALF, SHAFT_POS)}{capsule("hook", HOOK_HALF, HOOK_POS)}
+  <geom name="{name}_visual" type="mesh" mesh="{name}_visual" rgba="{TOOL_RGBA}" mass="0" contype="0"
+        conaffinity="0"/>
 </body>"""
+
+
+def hook_mesh(name: str) -> str:
+    """The ``<mesh>`` asset that draws :func:`hook_tool` ``name``: its three parts as boxes, flat-shaded."""
+    vertices: list[tuple[float, float, float]] = []
+    faces: list[tuple[int, int, int]] = []
+    r = SHAFT_HALF[2]
+    for half, pos in ((HANDLE_HALF, (0.0, 0.0, 0.0)), ((r, SHAFT_HALF[1], r), SHAFT_POS),
+                      ((HOOK_HALF[0], r, r), HOOK_POS)):
+        (hx, hy, hz), (px, py, pz) = half, pos
+        outline = [(px - hx, py - hy), (px + hx, py - hy), (px + hx, py + hy), (px - hx, py + hy)]  # counter-clockwise
+        z0, z1 = pz - hz, pz + hz
+        quads = [[(*outline[i], z0), (*outline[(i + 1) % 4], z0), (*outline[(i + 1) % 4], z1), (*outline[i], z1)]
+                 for i in range(4)]
+        for polygon in [*quads, [(x, y, z1) for x, y in outline], [(x, y, z0) for x, y in reversed(outline)]]:
+            start = len(vertices)
+            vertices.extend(polygon)
+            faces.extend((start, start + k, start + k + 1) for k in range(1, len(polygon) - 1))
+    vertex = " ".join(f"{v:.5f}" for xyz in vertices for v in xyz)
+    face = " ".join(str(i) for tri in faces for i in tri)
+    return f'<mesh name="{name}_visual" vertex="{vertex}" face="{face}"/>'
 
 
 def _fmt(values) -> str:
@@ -81,6 +106,9 @@ class ToolPullEnv(TabletopEnv):
     def task_xml(self) -> str:
         return (target_pad("target", radius=0.045) + hook_tool("tool") + cube("cube")
                 + (cube("distractor") if self.distractor else ""))
+
+    def task_assets(self) -> str:
+        return hook_mesh("tool")
 
     def reset_task(self) -> None:
         rng = self.np_random

@@ -230,3 +230,11 @@ def test_toolpull_cube_is_out_of_the_grippers_reach(yaw_turns):
         for _ in range(10):
             _, _, _, _, info = env.step(np.array([0, 1.0, 0, 0, 0, 0, 1.0]))
         assert abs(info["goal_distance"] - start) < 1e-3 and env.body_pos("cube")[2] < 0.021, (seed, start, info["goal_distance"])
+
+
+def test_hook_is_drawn_as_one_mesh_and_collides_as_three_parts():
+    model = gym.make("GR2Sim/ToolPull-v0").unwrapped.model
+    tool = [i for i in range(model.ngeom) if model.geom(i).name.startswith("tool")]
+    drawn = [model.geom(i).name for i in tool if model.geom_group[i] < 3]
+    assert drawn == ["tool_visual"] and model.geom_contype[model.geom("tool_visual").id] == 0
+    assert {model.geom(i).name for i in tool if model.geom_contype[i]} == {"tool_handle", "tool_shaft", "tool_hook"}

@@ -41,7 +41,9 @@ import envs.scene as scene  # (the package imports it first: it sets MUJOCO_GL b
 
 KINDS = ("bounce", "fall", "collide", "roll", "occlude")  # the default mix (clips made before tools existed)
 TOOL_KINDS = ("tool",)  # a stick or hook, moved by an invisible hand, pushing or pulling objects
-ALL_KINDS = KINDS + TOOL_KINDS
+# "capabilities": a clip drawn like one of the five capability probes (below), for training the reference model
+# "trained on the probe distribution" (the probes themselves use held-out seeds, 800,000+)
+ALL_KINDS = KINDS + TOOL_KINDS + ("capabilities",)
 PROBE_KINDS = ("occlusion", "unsupported", "wall_bounce")
 # Probes of the five capabilities (gr2_sim.experiments.capabilities): each starts at rest but for the tool's
 # hand, so one frame determines the future, and its event moves its target far within ~0.8 s.
@@ -466,7 +468,8 @@ def _probe_tool(rng: np.random.Generator, frames: int) -> _Scene:
 
 _CLIP_SAMPLERS: dict[str, Callable[[np.random.Generator], _Scene]] = {
     "bounce": _sample_bounce, "fall": _sample_fall, "collide": _sample_collide, "roll": _sample_roll,
-    "occlude": _sample_occlude, "tool": _sample_tool}
+    "occlude": _sample_occlude, "tool": _sample_tool,
+    "capabilities": lambda rng: _PROBE_SAMPLERS[str(rng.choice(CAPABILITY_PROBES))](rng, 0)}
 _PROBE_SAMPLERS: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
     "occlusion": _probe_occlusion, "unsupported": _probe_unsupported, "wall_bounce": _probe_wall_bounce,
     "reappear": _probe_reappear, "contact": _probe_contact, "support": _probe_support, "rope": _probe_rope,

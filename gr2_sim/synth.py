@@ -73,8 +73,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed SEED + i")
     parser.add_argument("--image-size", type=int, default=64, help="frame size in pixels (square)")
     parser.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
-                        help="clip kinds to draw from: bounce fall collide roll occlude tool "
-                             "(default: the first five, no tool clips)")
+                        help="clip kinds to draw from: bounce fall collide roll occlude tool capabilities "
+                             "(default: the first five, no tool clips; capabilities: scenes like the five "
+                             "capability probes, to train a reference model on their distribution)")
     parser.add_argument("--tools", action="store_true", help="add the tool clips to the kinds (phase 1 with tools)")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
     parser.add_argument("--commit-every", type=float, default=COMMIT_EVERY, metavar="SECONDS",

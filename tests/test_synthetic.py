@@ -163,7 +163,7 @@ def test_fork_after_parent_rendered_raises_instead_of_hanging():
 def test_tool_clips_only_when_asked_and_the_tool_moves_an_object():
     from envs.synthetic import ALL_KINDS, TOOL_KINDS
 
-    assert "tool" in TOOL_KINDS and "tool" not in KINDS and set(ALL_KINDS) == set(KINDS) | set(TOOL_KINDS)
+    assert "tool" in TOOL_KINDS and "tool" not in KINDS and set(ALL_KINDS) == {*KINDS, *TOOL_KINDS, "capabilities"}
     assert all(make_clip(s, frames=1, image_size=16).kind != "tool" for s in range(30))  # default mix: no tools
     assert "tool" in {make_clip(s, frames=1, image_size=16, kinds=ALL_KINDS).kind for s in range(30)}
     assert make_clip(5, frames=1, image_size=16).kind == make_clip(5, frames=1, image_size=16, kinds=KINDS).kind
@@ -216,3 +216,15 @@ def test_capability_probe_physics(capability_probes):
         assert probe.meta["rope_start"][2] > 0.1
         rows = [np.nonzero(m)[0].mean() for m in probe.masks]
         assert rows[-1] - rows[0] > 3  # lower in the image
+
+
+def test_capabilities_kind_draws_like_the_probes_for_a_reference_model():
+    """Training clips of the probe distribution: each one a probe scene (with its target's meta), on any seed."""
+    kinds = set()
+    for seed in range(12):
+        clip = make_clip(seed, frames=2, image_size=16, kind="capabilities")
+        assert clip.kind == "capabilities" and clip.masks is None
+        meta = clip.meta
+        kinds.add("rope" if "rope_yaw" in meta else "tool" if "tool" in meta else "support" if "platform" in meta
+                  else "reappear" if "occluder" in meta else "contact")
+    assert kinds == {"reappear", "contact", "support", "rope", "tool"}

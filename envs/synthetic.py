@@ -72,6 +72,7 @@ class SyntheticClip:
     kind: str
     meta: dict  # JSON-able: seed, objects (shape, color, rgba, size, mass, initial velocity ...), positions
     masks: np.ndarray | None = None
+    other_masks: dict[str, np.ndarray] = field(default_factory=dict)  # a probe's other scored objects, by role
 
 
 @dataclass
@@ -128,6 +129,7 @@ class _Scene:
     extra_bodies: str = ""  # MJCF of other free bodies (a rope), placed by ``setup``
     setup: Callable[[mujoco.MjModel, mujoco.MjData], None] | None = None  # poses them before the first frame
     target: str = "obj0"  # a probe's masks: the geoms whose names are this or start with it + "_"
+    others: dict[str, str] = field(default_factory=dict)  # role -> geom name, for the clip's other_masks
 
 
 def _fmt(values) -> str:
@@ -409,7 +411,8 @@ def _probe_support(rng: np.random.Generator, frames: int) -> _Scene:
     resting = _body(rng, "block" if rng.random() < 0.5 else "ball", [0, 0], z=0.0)
     resting.pos = [plat[0] - side * rng.uniform(0.0, 0.03), plat[1] + rng.uniform(-0.015, 0.015),
                    height + resting.size + 0.001]
-    return _Scene([falling, resting], _box("wall", half, plat), {"platform": plat.round(4).tolist(), "side": side})
+    return _Scene([falling, resting], _box("wall", half, plat), {"platform": plat.round(4).tolist(), "side": side},
+                  others={"supported": "obj1"})
 
 
 ROPE_SEGMENTS, ROPE_SEG_LEN, ROPE_RADIUS = 8, 0.026, 0.011
@@ -570,8 +573,10 @@ def _unstable(data: mujoco.MjData) -> bool:
             or np.abs(data.qpos).max() > 10.0)
 
 
-def _simulate(spec: _Scene, frames: int, size: int, probe: bool) -> tuple[np.ndarray, dict, np.ndarray | None] | None:
-    """Render ``frames`` frames at CONTROL_HZ, and for a probe its target's true pixels; None if unstable."""
+def _simulate(spec: _Scene, frames: int, size: int,
+              probe: bool) -> tuple[np.ndarray, dict, np.ndarray | None, dict[str, np.ndarray]] | None:
+    """Render ``frames`` frames at CONTROL_HZ, and for a probe its target's (and others') true pixels; None if
+    unstable."""
     bodies = "".join(b.xml(f"obj{i}") for i, b in enumerate(spec.bodies))
     movers = "".join(f'<body name="mover{i}" mocap="true">{m.geoms}</body>' for i, m in enumerate(spec.movers))
     xml = scene.scene_xml(_rims() + spec.statics + bodies + spec.extra_bodies + movers, model_name="synthetic",
@@ -597,6 +602,7 @@ def _simulate(spec: _Scene, frames: int, size: int, probe: bool) -> tuple[np.nda
     renderer, option = _renderer(model, size), mujoco.MjvOption()
     images, positions = np.empty((frames, size, size, 3), np.uint8), []
     masks = np.zeros((frames, size, size), bool) if probe else None
+    others = {role: np.zeros((frames, size, size), bool) for role in spec.others} if probe else {}
     track: dict[str, list] = {"pixels": [], "visible": [], "visible_fraction": []}
     for t in range(frames):
         if t:
@@ -614,11 +620,13 @@ def _simulate(spec: _Scene, frames: int, size: int, probe: bool) -> tuple[np.nda
         images[t] = renderer.draw(model, data, option)
         if probe:
             masks[t], fraction = _true_pixels(renderer, model, data, option, targets)
+            for role, geom in spec.others.items():
+                others[role][t] = _true_pixels(renderer, model, data, option, [model.geom(geom).id])[0]
             centre = data.geom_xpos[targets].mean(axis=0, keepdims=True)
             track["pixels"].append(_project(model, data, centre, size)[0].round(2).tolist())
             track["visible_fraction"].append(round(fraction, 4))
             track["visible"].append(fraction >= 0.5)
-    return images, {"positions": positions, **(track if probe else {})}, masks
+    return images, {"positions": positions, **(track if probe else {})}, masks, others
 
 
 def _true_pixels(renderer: _Renderer, model: mujoco.MjModel, data: mujoco.MjData, option: mujoco.MjvOption,
@@ -640,11 +648,11 @@ def _generate(seed: int, frames: int, image_size: int, kind: str, sample: Callab
         spec = sample(np.random.default_rng(sub_seed))
         if (result := _simulate(spec, frames, image_size, probe)) is None:
             continue
-        images, sim_meta, masks = result
+        images, sim_meta, masks, others = result
         meta = {"seed": int(seed), "kind": kind, "attempt": attempt, "sub_seed": sub_seed, "fps": scene.CONTROL_HZ,
                 "timestep": TIMESTEP, "n_objects": len(spec.bodies),
                 "objects": [b.meta() for b in spec.bodies], **spec.info, **sim_meta}
-        return SyntheticClip(images, kind, meta, masks)
+        return SyntheticClip(images, kind, meta, masks, others)
     raise RuntimeError(f"envs.synthetic: {kind!r} scenes for seed {seed} were unstable {MAX_ATTEMPTS} times")
 
 
@@ -683,7 +691,8 @@ def make_probe(kind: str, seed: int, frames: int = 16, image_size: int = 64) -> 
     """A physics probe clip; ``masks`` (T, H, W) bool is where its object truly is, even when hidden.
 
     ``meta`` adds, per frame: ``pixels`` (column, row) of the object's centre, ``visible_fraction`` (the share
-    of its true pixels the camera sees) and ``visible`` (that share >= 0.5).
+    of its true pixels the camera sees) and ``visible`` (that share >= 0.5). ``other_masks`` has the true pixels
+    of a probe's other scored objects: for ``support``, ``"supported"``, the object resting on the platform.
     """
     if kind not in _PROBE_SAMPLERS:
         raise ValueError(f"unknown probe kind {kind!r}; valid kinds: {', '.join(_PROBE_SAMPLERS)}")

@@ -34,6 +34,9 @@ def test_copy_is_clearly_wrong_and_the_oracle_beats_it_on_every_probe(tmp_path):
         assert result["copy"]["new_place_mse"]["mean"] > 0.03 and result["copy"]["old_place_mse"]["mean"] > 0.03
         assert result["copy"]["new_place_closer"]["mean"] == 0 and result["oracle"]["new_place_closer"]["mean"] == 1
         assert result["copy"]["predicts_event"] == "no" and result["oracle"]["predicts_event"] == "yes"
+    gravity = s["per_capability"]["gravity"]  # the object resting on the platform stays: copy is right there
+    assert gravity["copy"]["supported_mse"]["mean"] < 0.005 and gravity["copy"]["supported_mse"]["n"] == 4
+    assert "supported_mse" not in s["per_capability"]["tool"]["copy"]
     for name in s["figures"]:
         assert (out / name).stat().st_size > 1000
     assert sorted(s["figures"]) == sorted(f"{c}.png" for c in CAPABILITIES)

@@ -208,6 +208,9 @@ def test_capability_probe_physics(capability_probes):
     for probe in capability_probes["support"]:  # the overhanging block falls, the supported one stays
         pos = np.array(probe.meta["positions"])
         assert pos[0, 0, 2] - pos[-1, 0, 2] > 0.04 and np.linalg.norm(pos[-1, 1] - pos[0, 1]) < 0.005
+        supported = probe.other_masks["supported"]
+        assert supported.shape == (9, 64, 64) and supported[0].sum() >= 10 and not (supported[0] & probe.masks[0]).any()
+    assert capability_probes["tool"][0].other_masks == {}
     for probe in capability_probes["tool"]:  # pulled towards the hook's handle
         pos, path = np.array(probe.meta["positions"])[:, 0, :2], np.array(probe.meta["tool_path"])
         pull = path[-1, 1:3] - path[0, 1:3]

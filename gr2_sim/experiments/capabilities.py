@@ -22,6 +22,8 @@ frames at ``--stride``. Scores per predicted frame f (pixels in [0, 1], RGB aver
                     for occlusion, where the block truly is on frames where it has reappeared
     new_place_mse   MSE where the target is at f but was not at 0: did the model put it where it went?
     old_place_mse   MSE where it was at 0 but no longer is: did the model take it away from there?
+    supported_mse   gravity only: MSE where the object resting on the platform is (at 0 or f); it stays, so copy
+                    is right there and a model that drops everything errs
     new_place_closer  the share of the new place's pixels that the prediction draws nearer the true frame than
                     frame 0 (squared RGB distance): copy scores 0, the oracle 1. The MSEs reward hedging (a grey
                     or blurred frame is half wrong everywhere, copy wholly wrong in both places, so an untrained
@@ -60,7 +62,7 @@ CAPABILITIES = {"occlusion": "reappear", "contact": "contact", "gravity": "suppo
                 "tool": "tool"}
 PROBE_SEED_START = 800_000  # held out: far from pre-training clips (0 .. clips-1) and physics-probes' 700,000+
 REFERENCES = ("copy", "oracle")
-SCORES = ("region_mse", "new_place_mse", "old_place_mse", "new_place_closer")
+SCORES = ("region_mse", "new_place_mse", "old_place_mse", "new_place_closer", "supported_mse")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,16 +105,22 @@ def probe_clips(out: Path, probes: int, seed0: int, frames: int, image_size: int
         clips[capability] = []
         for seed in range(seed0, seed0 + probes):
             path = out / "probes" / f"{kind}_{seed}_{frames}f_{image_size}px.npz"
+            if path.exists() and kind == "support":  # rendered before it kept the supported object's pixels
+                with np.load(path) as z:
+                    if "other_supported" not in z.files:
+                        path.unlink()
             if not path.exists():
                 probe = make_probe(kind, seed, frames=frames, image_size=image_size)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez_compressed(tmp, frames=probe.frames, masks=probe.masks,
-                                    visible=np.asarray(probe.meta["visible"], bool))
+                                    visible=np.asarray(probe.meta["visible"], bool),
+                                    **{f"other_{role}": m for role, m in probe.other_masks.items()})
                 tmp.replace(path)
             with np.load(path) as z:
                 clips[capability].append({"seed": seed, "frames": z["frames"], "masks": z["masks"],
-                                          "visible": z["visible"]})
+                                          "visible": z["visible"],
+                                          **{k[len("other_"):]: z[k] for k in z.files if k.startswith("other_")}})
     return clips
 
 
@@ -169,6 +177,8 @@ def scores(capability: str, pred: np.ndarray, items: list[dict], stride: int) ->
                 regions = {"region_mse": now, "new_place_mse": now & ~start, "old_place_mse": start & ~now}
             else:
                 regions = {"region_mse": start | now, "new_place_mse": now & ~start, "old_place_mse": start & ~now}
+            if "supported" in clip:
+                regions["supported_mse"] = clip["supported"][0] | clip["supported"][f]
             for name, region in regions.items():
                 if region.any():
                     values[name].append(float(sq[region].mean()))
@@ -267,8 +277,8 @@ def run(args: argparse.Namespace) -> int:
     for capability in CAPABILITIES:
         errs = {label: scores(capability, pred[capability], clips[capability], stride)
                 for label, (pred, stride) in predictions.items()}
-        result = {label: {name: common.bootstrap_mean_ci(v, seed=args.seed) for name, v in e.items()}
-                  for label, e in errs.items()}
+        result = {label: {name: common.bootstrap_mean_ci(v, seed=args.seed) for name, v in e.items()
+                          if name != "supported_mse" or capability == "gravity"} for label, e in errs.items()}
         for label, (pred, stride) in predictions.items():
             if result[label]["region_mse"]["n"] == 0:
                 result[label]["note"] = (f"no scored frames: its window ({pred[capability].shape[1]} frames at stride "

@@ -96,8 +96,8 @@ def parse_ckpts(values: list[str]) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------------ probes
 def probe_clips(out: Path, probes: int, seed0: int, frames: int, image_size: int) -> dict[str, list[dict]]:
-    """{capability: [{"seed", "frames" (T, S, S, 3) uint8, "masks" (T, S, S) bool, "visible" (T,) bool}]}; each
-    clip rendered once into DIR/probes."""
+    """{capability: [{"seed", "frames" (T, S, S, 3) uint8, "masks" (T, S, S) bool, "visible" (T,) bool, and per
+    other scored object its (T, S, S) masks by role, e.g. "supported"}]}; each clip rendered once into DIR/probes."""
     from envs.synthetic import make_probe
 
     clips: dict[str, list[dict]] = {}
@@ -105,10 +105,6 @@ def probe_clips(out: Path, probes: int, seed0: int, frames: int, image_size: int
         clips[capability] = []
         for seed in range(seed0, seed0 + probes):
             path = out / "probes" / f"{kind}_{seed}_{frames}f_{image_size}px.npz"
-            if path.exists() and kind == "support":  # rendered before it kept the supported object's pixels
-                with np.load(path) as z:
-                    if "other_supported" not in z.files:
-                        path.unlink()
             if not path.exists():
                 probe = make_probe(kind, seed, frames=frames, image_size=image_size)
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 from gr2_sim.cli import main
 from gr2_sim.experiments import capabilities, common
 
-CAPABILITIES = {"occlusion", "contact", "gravity", "deformable", "tool"}
+CAPABILITIES = {"occlusion", "contact", "gravity", "deformable", "tool", "gravity_robot"}
 
 
 def stamps(out, pattern):
@@ -41,7 +41,7 @@ def test_copy_is_clearly_wrong_and_the_oracle_beats_it_on_every_probe(tmp_path):
         assert (out / name).stat().st_size > 1000
     assert sorted(s["figures"]) == sorted(f"{c}.png" for c in CAPABILITIES)
     before = stamps(out, "*.npz")
-    assert len(before) == 5 * 4
+    assert len(before) == 6 * 4
     assert main(argv) == 0  # resumed: nothing rendered again
     assert stamps(out, "*.npz") == before
 
@@ -107,3 +107,15 @@ def test_with_a_tiny_model_and_its_untrained_twin(video_file, tmp_path, one_torc
 def test_bad_input_exits_with_code_2(tmp_path, capsys, extra, message):
     assert main(["experiment", "capabilities", "--out", str(tmp_path / "x"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_stack_topple_probe_shows_the_top_cube_falling_in_the_robot_scene():
+    from envs.robot_probes import stack_topple
+
+    probe = stack_topple(3, frames=5, image_size=32)
+    z = np.array(probe.meta["positions"])[:, 2]
+    assert z[0] > 0.055 and z[-1] < 0.03  # on the bottom cube, then on the table
+    assert probe.frames.shape == (5, 32, 32, 3) and probe.masks.shape == (5, 32, 32)
+    assert (probe.masks[0] & probe.masks[-1]).sum() < probe.masks[0].sum()  # it left (part of) where it was
+    assert all(m.sum() >= 3 for m in probe.masks)
+    np.testing.assert_array_equal(stack_topple(3, frames=5, image_size=32).frames, probe.frames)

@@ -1,6 +1,7 @@
 """capabilities: the lesson's five capabilities, each probed where copying the last frame is clearly wrong.
 
-One held-out probe kind per capability (``envs.synthetic.make_probe``, seeds from ``--probe-seed``):
+One held-out probe kind per capability (``envs.synthetic.make_probe``, seeds from ``--probe-seed``), and gravity
+once more in the robot's own scene:
 
     occlusion   ``reappear``  a block slides from rest down a ramp, behind a wall, and comes out on the table;
                               scored only on frames where it is visible again after being hidden
@@ -10,6 +11,8 @@ One held-out probe kind per capability (``envs.synthetic.make_probe``, seeds fro
                               resting on the platform stays
     deformable  ``rope``      a straight rope released above a block falls and drapes over it
     tool        ``tool``      a hook, its end behind an object, pulls it back towards its handle
+    gravity_robot ``stack_topple``  in a Stack scene (the robot's camera and cubes, the gripper parked), the top
+                              cube set down off-centre on the bottom one topples off (``envs.robot_probes``)
 
 Every probe starts at rest (but for the tool's hand), so its first frame determines what follows, and its event
 moves its target far in the image within 0.8 s (the target's true pixels come with the clip, even when hidden).
@@ -59,7 +62,7 @@ from gr2_sim.io import atomic_write_bytes
 
 # capability -> envs.synthetic probe kind
 CAPABILITIES = {"occlusion": "reappear", "contact": "contact", "gravity": "support", "deformable": "rope",
-                "tool": "tool"}
+                "tool": "tool", "gravity_robot": "stack_topple"}
 PROBE_SEED_START = 800_000  # held out: far from pre-training clips (0 .. clips-1) and physics-probes' 700,000+
 REFERENCES = ("copy", "oracle")
 SCORES = ("region_mse", "new_place_mse", "old_place_mse", "new_place_closer", "supported_mse")
@@ -98,6 +101,7 @@ def parse_ckpts(values: list[str]) -> dict[str, Path]:
 def probe_clips(out: Path, probes: int, seed0: int, frames: int, image_size: int) -> dict[str, list[dict]]:
     """{capability: [{"seed", "frames" (T, S, S, 3) uint8, "masks" (T, S, S) bool, "visible" (T,) bool, and per
     other scored object its (T, S, S) masks by role, e.g. "supported"}]}; each clip rendered once into DIR/probes."""
+    from envs.robot_probes import stack_topple
     from envs.synthetic import make_probe
 
     clips: dict[str, list[dict]] = {}
@@ -106,7 +110,8 @@ def probe_clips(out: Path, probes: int, seed0: int, frames: int, image_size: int
         for seed in range(seed0, seed0 + probes):
             path = out / "probes" / f"{kind}_{seed}_{frames}f_{image_size}px.npz"
             if not path.exists():
-                probe = make_probe(kind, seed, frames=frames, image_size=image_size)
+                probe = (stack_topple(seed, frames=frames, image_size=image_size) if kind == "stack_topple"
+                         else make_probe(kind, seed, frames=frames, image_size=image_size))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez_compressed(tmp, frames=probe.frames, masks=probe.masks,

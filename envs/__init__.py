@@ -21,6 +21,7 @@ TASKS: dict[str, tuple[str, int]] = {
     "PickPlace": ("envs.pick_place:PickPlaceEnv", 100),
     "Stack": ("envs.stack:StackEnv", 120),
     "Rope": ("envs.rope:RopeEnv", 120),
+    "ToolPull": ("envs.tool_pull:ToolPullEnv", 120),
     "MultiTask": ("envs.multitask:MultiTaskEnv", 120),
 }
 ENV_IDS = tuple(f"GR2Sim/{name}-v0" for name in TASKS)

@@ -11,7 +11,8 @@ Action Space
     rotate it by up to ``MAX_DROT`` radians per step about the world axes (roll and pitch are kept within
     ``MAX_TILT`` of pointing straight down); ``grip`` sets the finger opening: -1 fully open, +1 closed.
     Out-of-range values are clipped to [-1, 1]; NaN or infinite values raise ``ValueError``. The gripper
-    target is kept inside the workspace box ``envs.scene.WORKSPACE_LOW/HIGH``.
+    target is kept inside the workspace box ``envs.scene.WORKSPACE_LOW/HIGH`` (a task may narrow it: the
+    class attributes ``workspace_low/high``).
 
 Observation Space
     ``Dict(image=Box(0, 255, (S, S, 3), uint8), state=Box(-1, 1, (8,), float32))``: the front camera at
@@ -121,6 +122,7 @@ class TabletopEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": scene.CONTROL_HZ}
     task_name = "Tabletop"
+    workspace_low, workspace_high = scene.WORKSPACE_LOW, scene.WORKSPACE_HIGH  # gripper target bounds (m)
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256,
                  object_state: bool = False):
@@ -248,7 +250,7 @@ class TabletopEnv(gym.Env):
         if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or infinite values: {action.tolist()}")
         action = action.clip(-1.0, 1.0)
-        self._target_pos = (self._target_pos + action[:3] * MAX_DPOS).clip(scene.WORKSPACE_LOW, scene.WORKSPACE_HIGH)
+        self._target_pos = (self._target_pos + action[:3] * MAX_DPOS).clip(self.workspace_low, self.workspace_high)
         roll, pitch, yaw = (self._target_rpy + action[3:6] * MAX_DROT).tolist()
         self._target_rpy = np.array([min(max(roll, -MAX_TILT), MAX_TILT), min(max(pitch, -MAX_TILT), MAX_TILT),
                                      wrap_angle(yaw)])

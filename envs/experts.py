@@ -12,6 +12,7 @@ import numpy as np
 
 from envs.base import MAX_DPOS, MAX_DROT, wrap_angle
 from envs.objects import CUBE_HALF
+from envs.tool_pull import HOOK_HALF, SHAFT_HALF, TOOL_YAW
 
 OPEN, CLOSED = -1.0, 1.0
 HOVER = 0.09  # metres above an object before descending on it
@@ -271,6 +272,89 @@ class RopeExpert(ScriptedExpert):
         return self.move([*goal, self.DRAG_Z], CLOSED, speed=0.8)
 
 
+class ToolPullExpert(ScriptedExpert):
+    """Grasp the hook by its handle, lift it, turn it to point at the cube, put its end down behind the cube,
+    pull the cube back onto the target.
+
+    Every move is planned on the hook's end (read each step), not on the hand: the target hand position is the
+    hand plus what the end still has to travel, so the grasp offset does not matter. A lost grasp sends it
+    back to re-grasp; a hook end that is not behind the cube while pulling sends it back up to re-place it.
+    """
+
+    GRASP_Z = 0.015  # fingertip centre while closing on the handle (fingertips 1 mm above the table)
+    CARRY_Z = 0.085  # the hook clears the cubes (4 cm tall) with room to spare
+    PULL_Z = 0.017  # the hook end 5 mm above the table: low on the cube, clear of the table
+
+    def grasp_yaw(self, body: str) -> float:
+        """Close the jaw across the handle (the handle runs along the tool's y axis, as the jaw's y)."""
+        return self.nearest_yaw(self.env.body_yaw(body), 2)
+
+    def holding_tool(self) -> bool:
+        handle = self.env.body_pos("tool")
+        return bool(np.linalg.norm(handle - self.env.tcp_pos) < 0.03 and 0.2 < self.env.gripper_opening < 0.6)
+
+    def behind_cube(self) -> np.ndarray:
+        """Where the hook end's centre must be to pull: just beyond the cube's far side (-y), covering it."""
+        cube = self.env.body_pos("cube")
+        # the shaft passes 4.5 cm to the cube's right; the end, from the shaft to the left (-x), covers the cube
+        return np.array([cube[0] + 0.045 - (HOOK_HALF[0] - SHAFT_HALF[0]), cube[1] - CUBE_HALF - HOOK_HALF[1] - 0.012])
+
+    def turn_to(self, tool_yaw: float) -> float:
+        """The gripper yaw that turns the held hook to ``TOOL_YAW`` (the hook turns with the hand)."""
+        return self.env.gripper_yaw - wrap_angle(tool_yaw - TOOL_YAW)
+
+    def plan(self) -> np.ndarray:
+        env = self.env
+        tcp = env.tcp_pos
+        handle = env.body_pos("tool")
+        if self.phase >= 3 and not self.holding_tool():  # dropped it: up and start over
+            self.phase = 0
+        if self.phase == 0:  # open, above the handle, jaw across it (straight up first when low)
+            yaw = self.grasp_yaw("tool")
+            if tcp[2] < HOVER - 0.03 and not self.near(handle, 0.02, slice(0, 2)):
+                return self.move([*tcp[:2], HOVER], OPEN, yaw)
+            above = np.array([handle[0], handle[1], HOVER])
+            if self.near(above, 0.01, slice(0, 2)) and abs(wrap_angle(yaw - env.gripper_yaw)) < 0.06:
+                self.phase = 1
+            return self.move(above, OPEN, yaw)
+        if self.phase == 1:  # descend around the handle
+            grasp = np.array([handle[0], handle[1], self.GRASP_Z])
+            if not self.near(grasp, 0.02, slice(0, 2)):
+                self.phase = 0
+            elif self.near(grasp, 0.006):
+                self.phase, self.counter = 2, 0
+            return self.move(grasp, OPEN, self.grasp_yaw("tool"), speed=0.7)
+        if self.phase == 2:  # close the jaw
+            self.counter += 1
+            if self.counter >= 3:
+                self.phase = 3
+            return self.move(tcp, CLOSED)
+        end, tool_yaw = env.hook_end(), env.body_yaw("tool")
+        if self.phase == 3:  # lift
+            if tcp[2] > self.CARRY_Z - 0.01:
+                self.phase = 4
+            return self.move([*tcp[:2], self.CARRY_Z], CLOSED)
+        goal = self.behind_cube()
+        if self.phase == 4:  # carry the end above the point behind the cube, the shaft pointing at it
+            if np.linalg.norm(goal - end[:2]) < 0.006 and abs(wrap_angle(tool_yaw - TOOL_YAW)) < 0.04:
+                self.phase = 5
+            return self.move([*(tcp[:2] + goal - end[:2]), self.CARRY_Z], CLOSED, self.turn_to(tool_yaw), speed=0.8)
+        if self.phase == 5:  # lower the end behind the cube
+            if tcp[2] < self.PULL_Z + 0.004:
+                self.phase = 6
+            return self.move([*(tcp[:2] + goal - end[:2]), self.PULL_Z], CLOSED, self.turn_to(tool_yaw), speed=0.6)
+        # phase 6: pull the end back to where the cube sits on the target; re-place the hook if the cube got out
+        cube = env.body_pos("cube")
+        rel = cube[:2] - end[:2]
+        if rel[1] < 0.0 or abs(rel[0]) > HOOK_HALF[0] + 0.01:
+            self.phase = 3
+            return self.move([*tcp[:2], self.CARRY_Z], CLOSED)
+        target = env.body_pos("target")
+        aim = goal + (target[:2] - cube[:2]) + np.array([0.0, 0.01])  # the end's goal: cube onto the pad (a bit past)
+        step = aim - end[:2]
+        return self.move([*(tcp[:2] + step), self.PULL_Z], CLOSED, self.turn_to(tool_yaw), speed=0.5)
+
+
 class MultiTaskExpert:
     """Delegates to the expert of the task the MultiTask env sampled for this episode."""
 
@@ -292,6 +376,7 @@ EXPERTS = {
     "PickPlace": PickPlaceExpert,
     "Stack": StackExpert,
     "Rope": RopeExpert,
+    "ToolPull": ToolPullExpert,
     "MultiTask": MultiTaskExpert,
 }
 

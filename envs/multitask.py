@@ -1,4 +1,4 @@
-"""MultiTask: each episode is one of the five tasks, sampled uniformly."""
+"""MultiTask: each episode is one of the tasks (by default the first five), sampled uniformly."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from envs.push import PushEnv
 from envs.reach import ReachEnv
 from envs.rope import RopeEnv
 from envs.stack import StackEnv
+from envs.tool_pull import ToolPullEnv
 
-TASK_CLASSES = {cls.task_name: cls for cls in (ReachEnv, PushEnv, PickPlaceEnv, StackEnv, RopeEnv)}
+TASK_CLASSES = {cls.task_name: cls for cls in (ReachEnv, PushEnv, PickPlaceEnv, StackEnv, RopeEnv, ToolPullEnv)}
+# The default mix: ToolPull joins only when named (``tasks=(..., "ToolPull")``), so a seed draws the same task
+# as before it existed and MultiTask data collected earlier stays reproducible.
+DEFAULT_TASKS = ("Reach", "Push", "PickPlace", "Stack", "Rope")
 
 
 class MultiTaskEnv(gym.Env):
     """Samples one task per episode (uniformly, from the env's seed) and behaves exactly as that task.
+
+    ``tasks`` names the mix (default ``DEFAULT_TASKS``; any of ``TASK_CLASSES``, ToolPull included).
 
     All tasks share the action and observation spaces of :mod:`envs.base`, so a policy sees one
     interface; the instruction says which task this episode is. ``current_task`` names it.
@@ -27,7 +33,7 @@ class MultiTaskEnv(gym.Env):
 
     def __init__(self, image_size: int = 64, render_mode: str | None = None, render_size: int = 256,
                  tasks: tuple[str, ...] | None = None, object_state: bool = False):
-        names = tuple(tasks) if tasks is not None else tuple(TASK_CLASSES)
+        names = tuple(tasks) if tasks is not None else DEFAULT_TASKS
         unknown = [n for n in names if n not in TASK_CLASSES]
         if unknown or not names:
             raise ValueError(f"unknown tasks {unknown or names!r}; choose from {', '.join(TASK_CLASSES)}")
@@ -73,4 +79,4 @@ class MultiTaskEnv(gym.Env):
             env.close()
 
 
-__all__ = ["MultiTaskEnv", "TASK_CLASSES"]
+__all__ = ["DEFAULT_TASKS", "MultiTaskEnv", "TASK_CLASSES"]

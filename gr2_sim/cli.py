@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("gr2_sim.quickstart", "the whole pipeline on small defaults: data, three phases, report"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
     "experiment": ("gr2_sim.experiments", "the lesson's studies: loss-correlation | transfer | attention | "
-                   "head-vs-idm | physics-probes | inputs | palette | video-quality"),
+                   "head-vs-idm | physics-probes | inputs | palette | video-quality | capabilities"),
 }
 
 

@@ -4,6 +4,10 @@ The file has the same format as robot data (:mod:`gr2_sim.data`) with kind 'synt
 actions, an empty instruction and a state of size 0 (``obs/state`` is (T, 0)). Each episode records the
 clip's ``clip_kind`` and its ``meta`` (JSON). Clip ``i`` uses seed ``--seed + i``; clips are written in
 order whatever ``--workers`` is, and rerunning the command on a partial file resumes it.
+
+``--kinds`` picks the clip kinds each clip is drawn from (default: the five without tools, ``envs.synthetic.KINDS``);
+``--tools`` adds the tool clips (a stick or hook pushing or pulling objects), so phase 1 can be rendered with and
+without them. A non-default mix is recorded in the file's ``env_kwargs``: a file is only resumed with the same mix.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class SynthSpec:
     frames: int  # T frames per clip
     image_size: int
     seed: int  # clip i uses seed + i
+    kinds: tuple[str, ...] | None = None  # clip kinds drawn from; None: envs.synthetic.KINDS
 
 
 def _to_json(value) -> str:
@@ -48,7 +53,8 @@ class ClipRunner:
 
     def __call__(self, index: int) -> Episode:
         seed = self.spec.seed + index
-        clip = self.make_clip(seed, self.spec.frames, self.spec.image_size)
+        kinds = {"kinds": self.spec.kinds} if self.spec.kinds is not None else {}
+        clip = self.make_clip(seed, self.spec.frames, self.spec.image_size, **kinds)
         frames = np.asarray(clip.frames, dtype=np.uint8)
         n = len(frames) - 1
         dones = np.zeros(n, np.uint8)
@@ -66,9 +72,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=mp.cpu_count(), help="worker processes (default: all cores)")
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed SEED + i")
     parser.add_argument("--image-size", type=int, default=64, help="frame size in pixels (square)")
+    parser.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
+                        help="clip kinds to draw from: bounce fall collide roll occlude tool capabilities "
+                             "(default: the first five, no tool clips; capabilities: scenes like the five "
+                             "capability probes, to train a reference model on their distribution)")
+    parser.add_argument("--tools", action="store_true", help="add the tool clips to the kinds (phase 1 with tools)")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
     parser.add_argument("--commit-every", type=float, default=COMMIT_EVERY, metavar="SECONDS",
                         help="save finished episodes to FILE at least this often (a hard kill loses at most this much)")
+
+
+def synth_kinds(kinds: list[str] | None, tools: bool) -> tuple[str, ...] | None:
+    """The clip mix of ``--kinds`` / ``--tools``: None for the default (``envs.synthetic.KINDS``), else a tuple."""
+    if kinds is None and not tools:
+        return None
+    from envs.synthetic import KINDS, TOOL_KINDS, check_kinds
+
+    chosen = list(kinds if kinds is not None else KINDS) + [k for k in TOOL_KINDS if tools and k not in (kinds or ())]
+    try:
+        chosen = list(dict.fromkeys(check_kinds(chosen)))  # in order, once each
+    except ValueError as err:
+        raise UserError(f"--kinds: {err}") from None
+    return None if tuple(chosen) == KINDS else tuple(chosen)
 
 
 def run(args) -> int:
@@ -76,9 +101,11 @@ def run(args) -> int:
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     check_seed_range(args.seed, args.clips)
-    spec = SynthSpec(frames=args.frames, image_size=args.image_size, seed=args.seed)
+    kinds = synth_kinds(args.kinds, args.tools)
+    spec = SynthSpec(frames=args.frames, image_size=args.image_size, seed=args.seed, kinds=kinds)
     ClipRunner(spec)  # fail here, before touching the file, if the generator is missing
-    writer = DatasetWriter(args.out, env_id=SYNTH_ENV_ID, env_kwargs={"frames": args.frames}, kind="synthetic",
+    env_kwargs = {"frames": args.frames, **({"kinds": list(kinds)} if kinds is not None else {})}
+    writer = DatasetWriter(args.out, env_id=SYNTH_ENV_ID, env_kwargs=env_kwargs, kind="synthetic",
                            image_size=args.image_size, config={"seed": args.seed}, overwrite=args.overwrite,
                            commit_every=args.commit_every)
     with writer, StopSignals() as stop:

@@ -6,6 +6,7 @@ Experts are passed by ``--expert <this module>:<function>``, so these tests do n
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -265,3 +266,20 @@ def test_synth_writes_video_only_clips_and_resumes(tmp_path, monkeypatch):
     with h5py.File(out) as f:
         assert f["data/demo_0"].attrs["clip_kind"] == "bounce" and '"g": 9.8' in f["data/demo_0"].attrs["meta"]
     assert main([*synth, "--clips", "4", "--frames", "6"]) == 2  # a different clip length is another dataset
+
+
+def test_synth_kinds_and_tools_choose_the_clip_mix(tmp_path, capsys):
+    out = tmp_path / "tools.hdf5"
+    synth = ["synth", "--frames", "3", "--workers", "1", "--image-size", "16", "--clips", "2"]
+    assert main([*synth, "--kinds", "tool", "--out", str(out)]) == 0
+    with h5py.File(out) as f:
+        assert [f[f"data/demo_{i}"].attrs["clip_kind"] for i in range(2)] == ["tool", "tool"]
+        assert json.loads(f["data"].attrs["env_kwargs"]) == {"frames": 3, "kinds": ["tool"]}
+    assert main([*synth, "--clips", "3", "--out", str(out)]) == 2  # the default mix is another dataset
+    assert main([*synth, "--kinds", "bounce", "hammer", "--out", str(tmp_path / "x.hdf5")]) == 2
+    assert "'hammer'" in capsys.readouterr().err
+    from gr2_sim.synth import synth_kinds
+
+    assert synth_kinds(None, False) is None and synth_kinds(["bounce", "fall", "collide", "roll", "occlude"], False) is None
+    assert synth_kinds(None, True) == ("bounce", "fall", "collide", "roll", "occlude", "tool")
+    assert synth_kinds(["roll"], True) == ("roll", "tool") and synth_kinds(["tool"], True) == ("tool",)

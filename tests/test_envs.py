@@ -156,7 +156,7 @@ def test_object_state_appends_the_named_object_and_its_goal(env_id):
         (a, *_), (b, _, _, _, info) = plain.step(action), full.step(action)
     obj, goal = b["state"][8:11], b["state"][11:14]
     task = full.unwrapped.task_name if env_id != "GR2Sim/MultiTask-v0" else full.unwrapped.current_task
-    if task in ("Push", "PickPlace"):  # goal distance is measured between the two points
+    if task in ("Push", "PickPlace", "ToolPull"):  # goal distance is measured between the two points
         assert info["goal_distance"] == pytest.approx(np.linalg.norm(obj[:2] - goal[:2]), abs=1e-5)
     elif task == "Stack":
         assert info["goal_distance"] == pytest.approx(np.linalg.norm(obj - goal), abs=1e-5)
@@ -184,7 +184,7 @@ def test_object_state_rejects_a_non_boolean():
         gym.make("GR2Sim/Push-v0", object_state="yes")
 
 
-@pytest.mark.parametrize("task", ["Push", "PickPlace"])
+@pytest.mark.parametrize("task", ["Push", "PickPlace", "ToolPull"])
 def test_without_distractor_the_same_scene_lacks_only_the_distractor(task):
     with_d, without = gym.make(f"GR2Sim/{task}-v0", object_state=True), gym.make(f"GR2Sim/{task}-v0", distractor=False,
                                                                               object_state=True)
@@ -202,3 +202,40 @@ def test_without_distractor_the_same_scene_lacks_only_the_distractor(task):
     assert info["is_success"]
     with pytest.raises(ValueError, match="distractor must be true or false, got 0"):
         gym.make(f"GR2Sim/{task}-v0", distractor=0)
+
+
+def test_multitask_can_include_toolpull_and_keeps_its_default_mix():
+    from envs.multitask import DEFAULT_TASKS
+
+    assert "ToolPull" not in DEFAULT_TASKS and set(gym.make("GR2Sim/MultiTask-v0").unwrapped.tasks) == set(DEFAULT_TASKS)
+    env = gym.make("GR2Sim/MultiTask-v0", tasks=("Push", "ToolPull"))
+    seen = {env.reset(seed=s)[1]["instruction"].split()[0] for s in range(12)}
+    assert {"push", "slide"} & seen and {"use", "pull"} & seen
+
+
+@pytest.mark.parametrize("yaw_turns", [0, 10])  # jaw across x, or turned a quarter turn: it spans further in y
+def test_toolpull_cube_is_out_of_the_grippers_reach(yaw_turns):
+    """Reaching for the cube as far as the workspace allows, with the jaw open and then closed, and pulling back
+    does not bring it closer: only the hook can."""
+    env = gym.make("GR2Sim/ToolPull-v0").unwrapped
+    for seed in range(3):
+        _, info = env.reset(seed=seed)
+        start, cube = info["goal_distance"], env.body_pos("cube")
+        for _ in range(yaw_turns):
+            env.step(np.array([0, 0, 0, 0, 0, 1.0, -1.0]))
+        for grip in (-1.0, 1.0):
+            for _ in range(25):
+                reach = np.clip((np.array([cube[0], -0.25, 0.012]) - env.tcp_pos) / 0.03, -1, 1)
+                env.step(np.r_[reach, 0, 0, 0, grip])
+        assert env.tcp_pos[1] < -0.135  # it went as far as allowed (-0.14)
+        for _ in range(10):
+            _, _, _, _, info = env.step(np.array([0, 1.0, 0, 0, 0, 0, 1.0]))
+        assert abs(info["goal_distance"] - start) < 1e-3 and env.body_pos("cube")[2] < 0.021, (seed, start, info["goal_distance"])
+
+
+def test_hook_is_drawn_as_one_mesh_and_collides_as_three_parts():
+    model = gym.make("GR2Sim/ToolPull-v0").unwrapped.model
+    tool = [i for i in range(model.ngeom) if model.geom(i).name.startswith("tool")]
+    drawn = [model.geom(i).name for i in tool if model.geom_group[i] < 3]
+    assert drawn == ["tool_visual"] and model.geom_contype[model.geom("tool_visual").id] == 0
+    assert {model.geom(i).name for i in tool if model.geom_contype[i]} == {"tool_handle", "tool_shaft", "tool_hook"}

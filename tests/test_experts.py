@@ -8,7 +8,7 @@ import pytest
 
 import envs
 
-TASKS = ["Reach", "Push", "PickPlace", "Stack", "Rope", "MultiTask"]
+TASKS = ["Reach", "Push", "PickPlace", "Stack", "Rope", "ToolPull", "MultiTask"]
 
 
 def run_episode(env, expert, seed, distances=None):
@@ -38,7 +38,7 @@ def test_expert_succeeds_on_untuned_seeds(task):
     assert all(end < min(0.03, start / 2) for start, end in distances), distances
 
 
-@pytest.mark.parametrize("task", ["PickPlace", "Stack", "Rope"])
+@pytest.mark.parametrize("task", ["PickPlace", "Stack", "Rope", "ToolPull"])
 def test_noisy_expert_still_succeeds_and_differs(task):
     env = gym.make(f"GR2Sim/{task}-v0")
     clean, noisy = envs.make_expert(env), envs.make_expert(env, noise=0.1, seed=1)

@@ -158,3 +158,76 @@ def test_fork_after_parent_rendered_raises_instead_of_hanging():
     """)
     assert result.returncode == 0, result.stderr
     assert "raised:" in result.stdout and "forkserver" in result.stdout
+
+
+def test_tool_clips_only_when_asked_and_the_tool_moves_an_object():
+    from envs.synthetic import ALL_KINDS, TOOL_KINDS
+
+    assert "tool" in TOOL_KINDS and "tool" not in KINDS and set(ALL_KINDS) == {*KINDS, *TOOL_KINDS, "capabilities"}
+    assert all(make_clip(s, frames=1, image_size=16).kind != "tool" for s in range(30))  # default mix: no tools
+    assert "tool" in {make_clip(s, frames=1, image_size=16, kinds=ALL_KINDS).kind for s in range(30)}
+    assert make_clip(5, frames=1, image_size=16).kind == make_clip(5, frames=1, image_size=16, kinds=KINDS).kind
+    for seed in range(3):
+        clip = make_clip(seed, frames=16, image_size=32, kind="tool")
+        assert clip.meta["tool"] in ("stick", "hook") and clip.meta["action"] in ("push", "pull")
+        assert clip.meta["action"] == "push" or clip.meta["tool"] == "hook"  # only a hook pulls
+        moved = np.linalg.norm(np.subtract(clip.meta["positions"][-1][0][:2], clip.meta["positions"][0][0][:2]))
+        assert moved > 0.03, (seed, clip.meta["action"], moved)  # the tool pushed or pulled its object
+    a, b = make_clip(2, frames=6, image_size=32, kind="tool"), make_clip(2, frames=6, image_size=32, kind="tool")
+    np.testing.assert_array_equal(a.frames, b.frames)
+    with pytest.raises(ValueError, match="'hammer'.*occlude, tool"):
+        make_clip(0, kinds=["bounce", "hammer"])
+
+
+@pytest.fixture(scope="module")
+def capability_probes():
+    from envs.synthetic import CAPABILITY_PROBES
+
+    return {kind: [make_probe(kind, seed, frames=9, image_size=64) for seed in range(3)] for kind in CAPABILITY_PROBES}
+
+
+@pytest.mark.parametrize("kind", ["reappear", "contact", "support", "rope", "tool"])
+def test_capability_probes_move_their_target_far_in_the_image(capability_probes, kind):
+    for probe in capability_probes[kind]:
+        assert probe.masks.shape == (9, 64, 64) and probe.masks[0].sum() >= 15
+        pixels = np.array(probe.meta["pixels"])
+        assert np.linalg.norm(pixels[-1] - pixels[0]) > 5, (kind, pixels)  # copying frame 0 is clearly wrong
+        assert (probe.masks[0] & probe.masks[-1]).sum() < 0.8 * probe.masks[0].sum()
+    again = make_probe(kind, 0, frames=9, image_size=64)
+    np.testing.assert_array_equal(again.frames, capability_probes[kind][0].frames)
+
+
+def test_capability_probe_physics(capability_probes):
+    for probe in capability_probes["reappear"]:  # seen, then hidden behind the wall, then seen again
+        v = probe.meta["visible"]
+        first_hidden = v.index(False)
+        assert v[0] and first_hidden > 0 and v[-1]
+    for probe in capability_probes["contact"]:  # the struck object moves away from the ramp
+        x = np.array(probe.meta["positions"])[:, 0, 0]
+        assert (x[-1] - x[0]) * probe.meta["direction"][0] > 0.03
+    for probe in capability_probes["support"]:  # the overhanging block falls, the supported one stays
+        pos = np.array(probe.meta["positions"])
+        assert pos[0, 0, 2] - pos[-1, 0, 2] > 0.04 and np.linalg.norm(pos[-1, 1] - pos[0, 1]) < 0.005
+        supported = probe.other_masks["supported"]
+        assert supported.shape == (9, 64, 64) and supported[0].sum() >= 10 and not (supported[0] & probe.masks[0]).any()
+    assert capability_probes["tool"][0].other_masks == {}
+    for probe in capability_probes["tool"]:  # pulled towards the hook's handle
+        pos, path = np.array(probe.meta["positions"])[:, 0, :2], np.array(probe.meta["tool_path"])
+        pull = path[-1, 1:3] - path[0, 1:3]
+        assert (pos[-1] - pos[0]) @ pull / np.linalg.norm(pull) > 0.08
+    for probe in capability_probes["rope"]:  # falls onto the block and lies there
+        assert probe.meta["rope_start"][2] > 0.1
+        rows = [np.nonzero(m)[0].mean() for m in probe.masks]
+        assert rows[-1] - rows[0] > 3  # lower in the image
+
+
+def test_capabilities_kind_draws_like_the_probes_for_a_reference_model():
+    """Training clips of the probe distribution: each one a probe scene (with its target's meta), on any seed."""
+    kinds = set()
+    for seed in range(12):
+        clip = make_clip(seed, frames=2, image_size=16, kind="capabilities")
+        assert clip.kind == "capabilities" and clip.masks is None
+        meta = clip.meta
+        kinds.add("rope" if "rope_yaw" in meta else "tool" if "tool" in meta else "support" if "platform" in meta
+                  else "reappear" if "occluder" in meta else "contact")
+    assert kinds == {"reappear", "contact", "support", "rope", "tool"}

@@ -8,6 +8,7 @@
     inputs             what a trained policy looks at: action error with the image, instruction or state shuffled
     palette            how far each named color stands out from the table at the policy's image size
     video-quality      do the predicted frames beat copying the current frame over the pixels that change?
+    capabilities       occlusion, contact, gravity, deformables, tool use: probes where copying the frame is wrong
 
 Every experiment writes ``DIR/summary.json`` (its numbers, the exact command, wall time, machine) and PNG
 figures into DIR; finished pieces (datasets, training runs, rollouts) are skipped, so rerunning the same
@@ -38,6 +39,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                 "how far each named color stands out from the table (RGB distance, hue gap) at the image size"),
     "video-quality": ("gr2_sim.experiments.video_quality",
                       "predicted frames vs copying the current frame, MSE over the pixels that change"),
+    "capabilities": ("gr2_sim.experiments.capabilities",
+                     "five capability probes (reappear, contact, support, rope, tool) vs copy-last-frame and oracle"),
 }
 
 

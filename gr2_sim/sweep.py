@@ -26,7 +26,10 @@ PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="GR2Sim/PickPlace-v0")
+    p.add_argument("--env", default="GR2Sim/PickPlace-v0",
+                   help="Gymnasium env id; 'module:ns/Id-v0' imports module first (then pass --expert for collection)")
+    p.add_argument("--expert", default=None, metavar="MODULE:FUNCTION",
+                   help="expert factory for collection (as for gr2-sim collect; default: the gr2-sim tasks' experts)")
     p.add_argument("--env-kwargs", default="{}",
                    help="JSON object of gym.make keyword arguments for collection and evaluation, e.g. "
                         "'{\"object_state\": true}'")
@@ -47,6 +50,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="model config override for every run, as for gr2-sim train (e.g. --set keypoints=32)")
+    from gr2_sim.collect import add_env_source_arguments
+
+    add_env_source_arguments(p)
+
+
+def env_source_argv(args) -> list[str]:
+    """The ``--import`` / ``--success-key`` / ``--expert`` options of this sweep, for ``gr2-sim collect``."""
+    argv = [item for module in args.imports for item in ("--import", module)]
+    if args.success_key:
+        argv += ["--success-key", args.success_key]
+    if args.expert:
+        argv += ["--expert", args.expert]
+    return argv
 
 
 def demos_needed(n_train: int) -> int:
@@ -62,9 +78,9 @@ def ensure_data(args, data: Path) -> dict[str, Path]:
     if "pretrained" in PRETRAIN[args.pretrain]:
         jobs += [("synth", ["synth", "--clips", str(args.clips), "--frames", "16"]),
                  ("robot_video", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
-                                  str(args.robot_episodes), "--no-actions", "--seed", "500000"])]
+                                  str(args.robot_episodes), "--no-actions", "--seed", "500000", *env_source_argv(args)])]
     jobs.append(("demos", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
-                           str(demos_needed(max(args.demos))), "--noise", "0.05"]))
+                           str(demos_needed(max(args.demos))), "--noise", "0.05", *env_source_argv(args)]))
     for name, argv in jobs:
         done = paths[name].with_name(paths[name].name + ".done")
         if done.exists():
@@ -161,7 +177,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
                         batch_size=args.batch_size, seed=seed, device=args.device,
                         preset=None if init else args.preset, init=init, overrides=None if init else args.model)
         evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
-                     videos=args.videos, progress=True)
+                     videos=args.videos, progress=True, imports=tuple(args.imports), success_key=args.success_key)
     result = json.loads(eval_json.read_text())["aggregated"]
     return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
 
@@ -170,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.demos):
         raise UserError(f"--demos must all be >= 1, got {args.demos}")
     from gr2_sim.collect import parse_env_kwargs
+    from gr2_sim.obs_adapter import check_env_id
 
     parse_env_kwargs(args.env_kwargs)  # a bad --env-kwargs fails here, before anything is collected
+    check_env_id(args.env, args.imports)  # and so does an unknown env id or --import
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)

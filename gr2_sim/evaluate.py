@@ -322,8 +322,6 @@ def add_arguments(p) -> None:
     p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-trace", action="store_true",
-                   help="query the model eagerly instead of through its traced copy (gr2_sim/traced.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_env_source_arguments(p)
 
@@ -341,8 +339,7 @@ def run(args) -> int:
     options: dict[str, Any] = {"seed": args.seed}
     if args.policy == "gr2":
         options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,
-                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm,
-                       trace=not args.no_trace)
+                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm)
     policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, imports=tuple(args.imports),
                               **options)
     try:

@@ -21,7 +21,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
 
 if TYPE_CHECKING:
-    from gr2_sim.train import TrainConfig
+    from gr2_sim.train_config import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
 HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "keypoint_proj.")

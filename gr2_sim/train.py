@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,72 +27,10 @@ import torch.distributed as dist
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.data import load_episodes
 from gr2_sim.dataset import Normalizer, WindowSampler
+from gr2_sim.device import resolve_device
 from gr2_sim.errors import UserError
 from gr2_sim.objectives import make_objective
-
-STAGES = ("video", "robot-video", "action", "idm")
-
-
-@dataclass
-class TrainConfig:
-    """One training run. Saved in RUN/config.json."""
-
-    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout)
-    data: str  # HDF5 file (gr2-sim collect / synth)
-    out: str  # run folder
-    preset: str | None = None  # model preset; default 'small', or the --init run's sizes
-    init: str | None = None  # run folder whose EMA weights start this run (phase 2 <- 1, 3 <- 2)
-    demos: int | None = None  # use only the first N training episodes (the 50/200/1000 settings)
-    steps: int = 2000  # optimizer steps
-    batch_size: int = 32  # samples per step (per process under torchrun)
-    lr: float = 1e-3  # peak AdamW learning rate (Reach, 200 demos, 1500 of 3000 steps: 82% at 1e-3, 70% at 3e-4)
-    weight_decay: float = 0.01
-    warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
-    ema_decay: float = 0.999
-    text_dropout: float = 0.1  # probability of training with the null instruction
-    shift: int = 4  # random-shift augmentation of training frames, in pixels (0: none)
-    # --stage action: the fraction of samples trained with pure-noise future frames (t = K - 1), the input of the
-    # one-pass `head` readout. With t uniform, the action loss is mostly met by reading the motion off barely
-    # noised future frames, which a policy never has; see docs/results.md
-    pure_noise: float = 0.5
-    use_state: bool = True  # condition on proprioception when the data has it
-    compile: bool = False  # torch.compile the training forward pass (bench: 4-8% faster on 2 CPU cores; compiles first)
-    frame_stride: int = 1  # frames between consecutive predicted future frames
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 25
-    eval_every: int = 250  # validation (held-out episodes) every N steps
-    ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
-    keep_every: int = 0  # also keep the weights every N steps as RUN/checkpoints/step_<N>/ (0: never)
-    keep_best: bool = True  # keep the weights of the lowest held-out error in RUN/best/
-    val_windows: int = 256
-    resume: bool = False
-    progress: bool = True
-    overrides: dict | None = None  # ModelConfig field overrides, e.g. {"n_layers": 2}
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
-        if not 0 <= self.shift < 32:
-            raise UserError(f"--shift must be between 0 and 31 pixels (0 turns augmentation off), got {self.shift}")
-        if not 0 <= self.pure_noise <= 1:
-            raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
-        if self.keep_every < 0:
-            raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1) (0: the EMA is the raw weights), got {self.ema_decay}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be >= 0 steps, got {self.warmup}")
-        if self.demos is not None and self.demos < 1:
-            raise UserError(f"--demos must be >= 1, got {self.demos}")
+from gr2_sim.train_config import STAGES, TrainConfig  # defined there (no import circle); importable from here
 
 
 class TrainingDiverged(UserError):
@@ -101,16 +38,6 @@ class TrainingDiverged(UserError):
 
 
 # ------------------------------------------------------------------------------------------ set-up helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
-    return torch.device(name)
-
-
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world size, device) — initialising the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

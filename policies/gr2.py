@@ -22,6 +22,7 @@ from gymnasium import spaces
 
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.dataset import Normalizer, frames_to_tensor, tensor_to_frames
+from gr2_sim.device import resolve_device  # one rule for --device everywhere
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
@@ -30,12 +31,6 @@ from policies.base import ChunkedPolicy
 from policies.inverse_dynamics import InverseDynamicsModel, is_idm_run, load_idm
 
 MODES = ("head", "denoise", "idm")
-
-
-def resolve_device(name: str) -> torch.device:
-    from gr2_sim.train import resolve_device as _resolve  # one rule for --device everywhere
-
-    return _resolve(name)
 
 
 def default_threads() -> int:

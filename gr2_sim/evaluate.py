@@ -322,6 +322,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads for the policy's queries (default auto: OMP_NUM_THREADS if set, else one per free "
+                        "core, at most half the cores: the simulator and renderer need the rest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_env_source_arguments(p)
 
@@ -338,8 +341,16 @@ def run(args) -> int:
         env_kwargs = trained_env_kwargs(args.ckpt, args.env, env_kwargs)
     options: dict[str, Any] = {"seed": args.seed}
     if args.policy == "gr2":
-        options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,
-                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm)
+        from gr2_sim.device import auto_threads, parse_threads
+        from policies.gr2 import default_threads
+
+        threads = parse_threads(args.threads)
+        threads, why = (threads, "--threads") if threads else auto_threads(limit=default_threads())
+        if args.device == "cpu" or not torch.cuda.is_available():
+            print(f"threads: {threads} ({why})", flush=True)
+        options.update(num_threads=threads, mode=args.mode, n_action_steps=args.n_action_steps,
+                       ddim_steps=args.ddim_steps, temporal_ensemble=args.temporal_ensemble, device=args.device,
+                       idm_run=args.idm)
     policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, imports=tuple(args.imports),
                               **options)
     try:

@@ -16,6 +16,7 @@ import torch
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.config import ModelConfig, make_config
 from gr2_sim.dataset import Normalizer, WindowSampler, random_shift
+from gr2_sim.device import to_device
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
@@ -96,8 +97,8 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     t = torch.randint(K, (B,), generator=generator)
     if pure_noise > 0:
         t = torch.where(torch.rand(B, generator=generator) < pure_noise, K - 1, t)
-    t = t.to(future.device)
-    noise = torch.randn(future.shape, generator=generator).to(future.device)
+    t = to_device(t, future.device)  # drawn on the CPU generator: the same numbers on every device
+    noise = to_device(torch.randn(future.shape, generator=generator), future.device)
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t)
     return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,

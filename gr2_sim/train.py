@@ -27,7 +27,7 @@ import torch.distributed as dist
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.data import load_episodes
 from gr2_sim.dataset import Normalizer, WindowSampler
-from gr2_sim.device import resolve_device
+from gr2_sim.device import affinity_cores, autocast, enable_tf32, parse_threads, resolve_device, set_threads
 from gr2_sim.errors import UserError
 from gr2_sim.objectives import make_objective
 from gr2_sim.train_config import STAGES, TrainConfig  # defined there (no import circle); importable from here
@@ -96,6 +96,16 @@ def train(cfg: TrainConfig) -> Path:
     """Run (or resume) one training stage; returns the run folder."""
     device = resolve_device(cfg.device)
     rank, world, device = setup_distributed(device)
+    if device.type == "cuda":
+        enable_tf32()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+    else:  # torchrun on one machine: the processes share the free cores
+        set_threads(cfg.threads, limit=max(1, affinity_cores() // world) if world > 1 else None, say=rank == 0)
+    bf16 = cfg.bf16 and device.type == "cuda"
+    if rank == 0 and device.type == "cuda":
+        print(f"device: {device} ({torch.cuda.get_device_name(device)}), TF32 matmuls, "
+              f"{'bf16 autocast' if bf16 else 'float32'}", flush=True)
     run = Path(cfg.out)
     if cfg.resume:
         ckpt.check_run(run, need_trainer_state=True)
@@ -198,8 +208,13 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.sample(cfg.batch_size, data_gen, device)
-        out = objective.loss(ddp_model, batch, noise_gen)
-        if not torch.isfinite(out["loss"]):
+        with autocast(device, bf16):
+            out = objective.loss(ddp_model, batch, noise_gen)
+        log_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        save_step = (step + 1) % cfg.ckpt_every == 0 or bool(cfg.keep_every and (step + 1) % cfg.keep_every == 0)
+        # A host sync: every step on CPU (free there); on CUDA (where it would stall the GPU's queue) at log and
+        # checkpoint steps only: a NaN since the last check has spread to the weights, so no NaN is ever saved.
+        if (device.type != "cuda" or log_step or save_step) and not torch.isfinite(out["loss"]):
             raise TrainingDiverged(f"the loss became {out['loss'].item()} at step {step + 1}; the last good "
                                    f"checkpoint in {run} is kept. Lower --lr (now {cfg.lr}) and resume "
                                    f"with --resume, or restart")
@@ -210,7 +225,7 @@ def train(cfg: TrainConfig) -> Path:
         step += 1
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         window_steps += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if log_step:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
@@ -279,6 +294,11 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads (default auto: OMP_NUM_THREADS if set, else one per core not busy at the start; "
+                        "two threads sharing a core with another job run ~25x slower)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="on CUDA, train in float32 (TF32 matmuls) instead of under bf16 autocast")
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-state", action="store_true", help="do not condition on proprioception")
@@ -322,7 +342,7 @@ def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, ema_decay=args.ema_decay, warmup=args.warmup,
-                      seed=args.seed, device=args.device,
+                      seed=args.seed, device=args.device, threads=parse_threads(args.threads), bf16=args.bf16,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,

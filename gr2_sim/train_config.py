@@ -42,6 +42,8 @@ class TrainConfig:
     frame_stride: int = 1  # frames between consecutive predicted future frames
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else one per core not busy at the start
+    bf16: bool = True  # bf16 autocast of the forward pass on CUDA (TF32 matmuls either way); never on CPU
     log_every: int = 25
     eval_every: int = 250  # validation (held-out episodes) every N steps
     ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
@@ -61,6 +63,8 @@ class TrainConfig:
             raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
         if self.keep_every < 0:
             raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
+        if self.threads < 0:
+            raise UserError(f"--threads must be >= 1, or 0 / auto for one thread per free core; got {self.threads}")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

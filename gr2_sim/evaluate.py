@@ -232,10 +232,11 @@ def _run(policy: Policy, env: gym.Env, adapter: ObsAdapter, episodes: int, seed_
 
 # ------------------------------------------------------------------------------------------ building policies
 def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: str | None = None,
-                imports: tuple[str, ...] = (), **gr2_options: Any) -> tuple[Policy, gym.Env]:
+                imports: tuple[str, ...] = (), expert: str | None = None, **gr2_options: Any) -> tuple[Policy, gym.Env]:
     """The CLI's policy factory (the only place that names concrete policies): ``(policy, env)`` made to fit.
 
     ``gr2_options`` go to ``GR2Policy.from_checkpoint`` (mode, n_action_steps, ddim_steps, idm_run, ...).
+    ``expert`` (``module:function``, for kind 'expert') is an expert factory, as for ``gr2-sim collect``.
     """
     if kind not in POLICIES:
         raise UserError(f"--policy {kind!r} is not one of {', '.join(POLICIES)}")
@@ -244,9 +245,27 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
             raise UserError(f"--ckpt is only read by --policy gr2 (got --policy {kind})")
         from policies.scripted import ExpertPolicy, RandomPolicy
 
+        if expert is not None and kind != "expert":
+            raise UserError(f"--expert is only read by --policy expert (got --policy {kind})")
         env = make_env(env_id, env_kwargs, imports=imports)
-        policy = ExpertPolicy(env) if kind == "expert" else RandomPolicy(env.action_space, gr2_options.get("seed", 0))
-        return policy, env
+        try:
+            if kind == "random":
+                return RandomPolicy(env.action_space, gr2_options.get("seed", 0)), env
+            if expert is None:
+                return ExpertPolicy(env), env
+            from gr2_sim.collect import call_factory, load_factory
+
+            factory = load_factory(expert)
+            try:
+                made = call_factory(factory, env, 0.0, gr2_options.get("seed", 0))
+            except (TypeError, ValueError, KeyError, NotImplementedError, AttributeError) as err:
+                raise UserError(f"--expert {expert} cannot drive {env_id}: {err}") from None
+            return ExpertPolicy(env, expert=made, name=expert), env
+        except BaseException:
+            env.close()
+            raise
+    if expert is not None:
+        raise UserError("--expert is only read by --policy expert (got --policy gr2)")
     if ckpt is None:
         raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` run folder)")
     from policies.gr2 import GR2Policy
@@ -326,6 +345,8 @@ def add_arguments(p) -> None:
                    help="CPU threads for the policy's queries (default auto: OMP_NUM_THREADS if set, else one per free "
                         "core, at most half the cores: the simulator and renderer need the rest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--expert", default=None, metavar="MODULE:FUNCTION",
+                   help="--policy expert: the expert factory, as for gr2-sim collect (default: the gr2-sim tasks' own)")
     add_env_source_arguments(p)
 
 
@@ -352,7 +373,7 @@ def run(args) -> int:
                        ddim_steps=args.ddim_steps, temporal_ensemble=args.temporal_ensemble, device=args.device,
                        idm_run=args.idm)
     policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, imports=tuple(args.imports),
-                              **options)
+                              expert=args.expert, **options)
     try:
         report = evaluate(policy, env, args.episodes, args.seed_start, env_kwargs, args.videos, args.out,
                           progress=not args.no_progress, success_key=args.success_key)

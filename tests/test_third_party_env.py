@@ -104,9 +104,15 @@ def test_collect_train_eval_on_an_env_a_package_registers_on_import(suite, tmp_p
     report = json.loads((ev / "eval.json").read_text())
     assert report["config"]["success_key"] == "success" and report["aggregated"]["episodes"] == 2
     with pytest.warns(UserWarning, match="no instruction"):  # the expert itself, through the same success rule
-        assert main(["eval", "--policy", "random", "--env", f"{PACKAGE}:{ENV}", "--episodes", "2",
-                     "--out", str(tmp_path / "random"), "--no-progress"]) == 0
+        assert main(["eval", "--policy", "expert", "--expert", expert, "--env", f"{PACKAGE}:{ENV}", "--episodes", "3",
+                     "--out", str(tmp_path / "expert"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "expert" / "eval.json").read_text())
+    assert report["aggregated"]["success_rate"] == 1.0 and report["config"]["success_key"] == "success"
+    assert report["config"]["policy"]["expert"] == expert
     capsys.readouterr()
+    assert main(["eval", "--policy", "random", "--expert", expert, "--env", ENV, "--import", PACKAGE, "--episodes", "1",
+                 "--out", str(tmp_path / "random")]) == 2
+    assert "--expert is only read by --policy expert" in capsys.readouterr().err
 
 
 def test_a_named_success_key_that_the_env_never_reports_fails_collection_with_a_hint(suite, tmp_path, capsys):

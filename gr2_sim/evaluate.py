@@ -32,7 +32,7 @@ from gr2_sim.collect import add_env_source_arguments, parse_env_kwargs
 from gr2_sim.data import TEST_SEED_START
 from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
-from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env, read_success
+from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env, read_success, split_env_id
 from gr2_sim.stats import percentile_summary, wilson_interval
 from gr2_sim.text import words
 from gr2_sim.video import EpisodeRecorder, write_video
@@ -291,7 +291,8 @@ def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: b
 
     config = checkpoint.load_config(ckpt)
     kwargs = config.get("env_kwargs") or {}
-    if not kwargs or config.get("env_id") != env_id:
+    same_env = split_env_id(str(config.get("env_id")))[1] == split_env_id(env_id)[1]  # with or without "module:"
+    if not kwargs or not same_env:
         return {}
     if say:
         print(f"env kwargs {json.dumps(kwargs)}: the ones {ckpt} was trained with (--env-kwargs overrides them)")

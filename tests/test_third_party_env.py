@@ -92,7 +92,7 @@ def test_collect_train_eval_on_an_env_a_package_registers_on_import(suite, tmp_p
     expert = f"{PACKAGE}:make_expert"  # f(env): no noise, no seed
     with pytest.warns(UserWarning, match="no instruction"):
         assert main(["collect", "--env", f"{PACKAGE}:{ENV}", "--episodes", "6", "--out", str(data), "--workers", "1",
-                     "--expert", expert, "--image-size", "32"]) == 0
+                     "--expert", expert, "--image-size", "32", "--env-kwargs", '{"size": 80}']) == 0
     episodes = load_episodes(data, split="all")
     assert episodes.num_episodes == 6 and episodes.env_id == f"{PACKAGE}:{ENV}"
     assert episodes.actions.shape[1] == 2 and episodes.states.shape[1] == 4
@@ -103,6 +103,7 @@ def test_collect_train_eval_on_an_env_a_package_registers_on_import(suite, tmp_p
                      "--out", str(ev), "--no-progress"]) == 0
     report = json.loads((ev / "eval.json").read_text())
     assert report["config"]["success_key"] == "success" and report["aggregated"]["episodes"] == 2
+    assert report["config"]["env_kwargs"] == {"size": 80}  # the data's, though the id is given without "module:"
     with pytest.warns(UserWarning, match="no instruction"):  # the expert itself, through the same success rule
         assert main(["eval", "--policy", "expert", "--expert", expert, "--env", f"{PACKAGE}:{ENV}", "--episodes", "3",
                      "--out", str(tmp_path / "expert"), "--no-progress"]) == 0

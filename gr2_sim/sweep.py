@@ -55,13 +55,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_env_source_arguments(p)
 
 
+def env_source(args) -> tuple[tuple[str, ...], str | None, str | None]:
+    """``(imports, success_key, expert)`` of a sweep's arguments; absent from a Namespace built by another
+    command (e.g. ``experiment transfer``): none."""
+    return (tuple(getattr(args, "imports", None) or ()), getattr(args, "success_key", None),
+            getattr(args, "expert", None))
+
+
 def env_source_argv(args) -> list[str]:
     """The ``--import`` / ``--success-key`` / ``--expert`` options of this sweep, for ``gr2-sim collect``."""
-    argv = [item for module in args.imports for item in ("--import", module)]
-    if args.success_key:
-        argv += ["--success-key", args.success_key]
-    if args.expert:
-        argv += ["--expert", args.expert]
+    imports, success_key, expert = env_source(args)
+    argv = [item for module in imports for item in ("--import", module)]
+    if success_key:
+        argv += ["--success-key", success_key]
+    if expert:
+        argv += ["--expert", expert]
     return argv
 
 
@@ -177,7 +185,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
                         batch_size=args.batch_size, seed=seed, device=args.device,
                         preset=None if init else args.preset, init=init, overrides=None if init else args.model)
         evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
-                     videos=args.videos, progress=True, imports=tuple(args.imports), success_key=args.success_key)
+                     videos=args.videos, progress=True, imports=env_source(args)[0], success_key=env_source(args)[1])
     result = json.loads(eval_json.read_text())["aggregated"]
     return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
 
@@ -189,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from gr2_sim.obs_adapter import check_env_id
 
     parse_env_kwargs(args.env_kwargs)  # a bad --env-kwargs fails here, before anything is collected
-    check_env_id(args.env, args.imports)  # and so does an unknown env id or --import
+    check_env_id(args.env, env_source(args)[0])  # and so does an unknown env id or --import
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)

@@ -33,7 +33,8 @@ Info
     ``is_success`` (bool, every step), ``instruction`` (str, also the ``instruction`` attribute) and
     ``goal_distance`` (float, metres: how far the task is from solved, the quantity its success test bounds;
     see each task's :meth:`goal_distance`). Evaluation reports it at the start and end of each episode, a
-    measure of progress where success is rare.
+    measure of progress where success is rare. ``object_position`` (3 floats, metres, world frame): where the
+    object the instruction names is (:meth:`task_points` row 0); evaluation reports whether it moved.
 """
 
 from __future__ import annotations
@@ -318,4 +319,5 @@ class TabletopEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         return {"is_success": bool(self.is_success()), "instruction": self.instruction,
-                "goal_distance": float(self.goal_distance())}
+                "goal_distance": float(self.goal_distance()),
+                "object_position": [float(v) for v in self.task_points()[0]]}

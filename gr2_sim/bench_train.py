@@ -1,4 +1,4 @@
-"""Training throughput and model FLOPs utilisation, ours vs the lesson's straightforward model.
+"""Training throughput and model FLOPs utilisation, ours vs the lesson's straightforward model and the image BC.
 
 The peak is measured here, not assumed: the best of a few large fp32 matrix multiplies with all threads.
 """
@@ -61,9 +61,33 @@ def train_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup
     return batch_size * steps / (time.perf_counter() - start)
 
 
+def bc_throughput(model: torch.nn.Module, batch_size: int, steps: int, warmup: int = 2,
+                  device: torch.device | str = "cpu") -> float:
+    """Samples per second of the image-BC policy's training step (forward, MSE, backward, AdamW)."""
+    device = torch.device(device)
+    cfg = model.config
+    opt = make_optimizer(model, lr=1e-4, weight_decay=0.01)
+    batch = {"cond": torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, device=device),
+             "text": torch.randint(1, cfg.vocab_size, (batch_size, cfg.max_text_len), device=device),
+             "actions": torch.randn(batch_size, cfg.horizon, cfg.action_dim, device=device)}
+    if cfg.state_dim:
+        batch["state"] = torch.randn(batch_size, cfg.state_dim, device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        loss = model.compute_loss(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
 def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool = False,
-                device: torch.device | str = "cpu") -> list[dict]:
-    """Per preset: ours and the lesson's reference model (and, with ``compile``, ours under torch.compile).
+                baselines: bool = True, device: torch.device | str = "cpu") -> list[dict]:
+    """Per preset: ours and the lesson's reference model (and, with ``compile``, ours under torch.compile);
+    then, with ``baselines``, one row for the plain image-BC policy (``--stage bc``, policies/bc.py).
 
     On CUDA (TF32 matmuls on) ours runs in float32 and under bf16 autocast, and each row's MFU is against the
     matmul peak measured in its own precision."""
@@ -79,7 +103,8 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
     for preset in presets:
         cfg = make_config(preset, state_dim=8)
         # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
-        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0)
+        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
+                                         residual=False)
         ours = "gr2-sim, TF32" if cuda else "gr2-sim"
         variants = [(ours, VideoActionDiT, cfg, False, False), ("lesson reference", ReferenceDiT, lesson_cfg, False, False)]
         if cuda:
@@ -99,6 +124,18 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
                          "samples_per_s": sps, "GFLOP_per_sample": flops / 1e9,
                          "achieved_GFLOP_s": flops * sps / 1e9, "matmul_peak_GFLOP_s": peak / 1e9,
                          "MFU": flops * sps / peak})
+    if baselines:
+        from policies.bc import BCConfig, BCModel
+
+        torch.manual_seed(0)
+        model = BCModel(BCConfig(state_dim=8)).to(device)
+        flops = model.estimate_flops()["train_step"]
+        sps = bc_throughput(model, batch_size, steps, device=device)
+        peak = peaks[False]
+        rows.append({"preset": "-", "model": "image BC (--stage bc)", "device": str(device), "tokens": "-",
+                     "params_M": model.num_params() / 1e6, "samples_per_s": sps,
+                     "GFLOP_per_sample": flops / 1e9, "achieved_GFLOP_s": flops * sps / 1e9,
+                     "matmul_peak_GFLOP_s": peak / 1e9, "MFU": flops * sps / peak})
     return rows
 
 

@@ -141,8 +141,27 @@ def load_config(run: str | Path) -> dict[str, Any]:
         raise UserError(f"{run / CONFIG} is not valid JSON ({err}); the run folder is damaged") from None
 
 
-def load_model_config(run: str | Path) -> ModelConfig:
-    return ModelConfig.from_dict(load_config(run)["model"])
+BC_COMMANDS = ("`gr2-sim eval --ckpt RUN` (the default --mode head, with --n-action-steps / --temporal-ensemble)",
+               "`gr2-sim sweep --baselines bc`")
+
+
+def dit_only_error(run: str | Path, what: str) -> UserError:
+    """The error for a plain image-BC run given where only the video+action DiT fits."""
+    return UserError(f"{run} is a plain image-BC run (--stage bc): it predicts actions only and has no video half, "
+                     f"so {what} cannot use it. BC runs are taken by " + " and ".join(BC_COMMANDS)
+                     + "; give a `--stage action` run here")
+
+
+def check_dit_run(run: str | Path, config: dict[str, Any], what: str = "this command") -> None:
+    """UserError unless ``config`` (a run's config.json) is a video+action DiT run."""
+    if config.get("kind") == "bc" or config.get("stage") == "bc":
+        raise dit_only_error(run, what)
+
+
+def load_model_config(run: str | Path, what: str = "this command") -> ModelConfig:
+    config = load_config(run)
+    check_dit_run(run, config, what)
+    return ModelConfig.from_dict(config["model"])
 
 
 def load_weights(run: str | Path, which: str = "ema") -> dict[str, torch.Tensor]:
@@ -160,12 +179,13 @@ def load_weights(run: str | Path, which: str = "ema") -> dict[str, torch.Tensor]
     return out
 
 
-def load_dit(run: str | Path, which: str = "ema"):
+def load_dit(run: str | Path, which: str = "ema", what: str = "this command"):
     """The run's VideoActionDiT with its ``which`` weights ("ema" or "model"), in eval mode, on the CPU; a
-    UserError when the weights do not fit the run's config.json."""
+    UserError when the weights do not fit the run's config.json, or when it is a BC run (``what`` names the
+    command in that message)."""
     from gr2_sim.model import VideoActionDiT
 
-    model = VideoActionDiT(load_model_config(run))
+    model = VideoActionDiT(load_model_config(run, what))
     try:
         model.load_state_dict(load_weights(run, which))
     except RuntimeError as err:

@@ -18,13 +18,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("gr2_sim.collect", "run a scripted expert and store demonstrations (HDF5)"),
     "synth": ("gr2_sim.synth", "render synthetic non-robot physics video (HDF5)"),
     "describe": ("gr2_sim.data", "summarise dataset files: kind, env, episodes, frames, splits"),
-    "train": ("gr2_sim.train", "train one phase: video | robot-video | action"),
+    "train": ("gr2_sim.train", "train one phase: video | robot-video | action (or the idm / bc models)"),
     "eval": ("gr2_sim.evaluate", "roll a policy out on test seeds: success rate with 95% CI, latency, videos"),
     "sweep": ("gr2_sim.sweep", "success vs number of demos, with and without video pre-training"),
     "quickstart": ("gr2_sim.quickstart", "the whole pipeline on small defaults: data, three phases, report"),
     "bench": ("gr2_sim.bench", "measure env, rendering and training speed on this machine"),
     "experiment": ("gr2_sim.experiments", "the lesson's studies: loss-correlation | transfer | attention | "
-                   "head-vs-idm | physics-probes | inputs | palette"),
+                   "head-vs-idm | physics-probes | inputs | palette | video-quality"),
 }
 
 

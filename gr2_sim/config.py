@@ -7,7 +7,13 @@
 Presets (tokens per sample = (n_future + 1) * (img_size / patch_size) ** 2):
     tiny   tests and first contact: runs in seconds
     small  the CPU default: trains at ~80 samples/s on 2 cores (gr2-sim bench train, 2026-11-24)
-    base   the lesson's model: patch 8, width 256, 6 layers, 8 heads
+    base   the lesson's sizes (patch 8, width 256, 6 layers, 8 heads) with gr2-sim's visual pathway
+    lesson the lesson's model as written: 8x8 linear patches for every frame, noise prediction, a mean-pooled
+           action head, adaLN-Zero, learned positions; no pixel-level conditioning, no keypoints
+
+The visual pathway (see gr2_sim/model.py): the conditioning frame reaches every future token at pixel level
+(``future_input="stack"``), the video head predicts the change from it (``residual``), and the action head
+reads spatial-softmax keypoints of a small convolutional encoder (``keypoints``) beside the DiT's states.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ ACTION_POOLS = ("attention", "mean")
 COND_STEMS = ("linear", "conv")
 PREDICTIONS = ("x0", "eps", "v")
 POS_EMBEDS = ("sincos", "learned")
+FUTURE_INPUTS = ("stack", "noisy")
 
 
 class ConfigError(UserError, ValueError):
@@ -60,12 +67,20 @@ class ModelConfig:
     # learned query per future frame picks tokens, like a spatial softmax; mean pooling is kept alongside).
     # Mean pooling averages away *where* things are: see docs/results.md
     action_pool: str = "attention"
-    # spatial-softmax keypoints of the conditioning frame fed to the action head (Levine et al. 2016; the
-    # image readout of robomimic and Diffusion Policy): K feature maps of the conv stem at stride 4 become K
-    # expected (x, y) image positions, so *where* the named object is reaches the head as numbers rather than
-    # through a 4x4 token grid. 0 turns it off; needs cond_stem="conv" and patch_size >= 4
-    keypoints: int = 0
+    # spatial-softmax keypoints fed to the action head (Levine et al. 2016; the image readout of robomimic
+    # and Diffusion Policy): a small convolutional encoder of the conditioning frame (four 3x3 convolutions,
+    # two of stride 2, GroupNorm, FiLM by the instruction) keeps a 16x16 map for a 64x64 frame, and K
+    # softmax maps over it become K expected (x, y) image positions, concatenated with the DiT's pooled
+    # states and the state. *Where* the named cube is reaches the head as numbers rather than through a 4x4
+    # token grid. 0 turns it off (the lesson's readout)
+    keypoints: int = 32
+    keypoint_channels: int = 32  # width of that encoder's convolutions
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
+    # privileged training-time supervision: a head on the keypoints predicts aux_dim values per sample (e.g.
+    # the object and goal positions of object_state data, `gr2-sim train --aux-state 6`), as Levine et al.
+    # (2016) trained their spatial softmax by regressing object poses. Used in training only: a policy never
+    # runs it, and reads the camera alone. 0 = off (the default; results with it are reported apart)
+    aux_dim: int = 0
     # language
     lang_dim: int = 64  # instruction embedding width
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets, id 0 = padding (see gr2_sim.text)
@@ -82,6 +97,14 @@ class ModelConfig:
     # (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"). On 200 PickPlace demos the
     # eps loss stalled at 0.87 (predicting zero gives 1.0) while x0 reached 0.014 held-out MSE
     prediction: str = "x0"
+    # how a future frame becomes tokens: "stack" = each noisy future patch is stacked channel-wise with the
+    # conditioning frame's patch at pixel level before the patch embedding (DIAMOND, Alonso et al. 2024:
+    # frame stacking beat cross-attention conditioning), so every future token sees the current pixels at its
+    # place; "noisy" = the noisy patch alone (the lesson's), the current frame reachable only through attention
+    future_input: str = "stack"
+    # the video head predicts the change from the conditioning frame: x0 = v_0 + head(.). The head starts at
+    # zero, so training starts from "copy the last frame" and learns what moves. Needs prediction="x0"
+    residual: bool = True
 
     def __post_init__(self) -> None:
         positive = (
@@ -92,7 +115,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        for name in ("state_dim", "text_layers", "keypoints"):
+        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 turns it off)")
@@ -106,10 +129,19 @@ class ModelConfig:
             raise ConfigError(f"cond_stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
         if not isinstance(self.text_bigrams, bool):
             raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
-        if self.keypoints and (self.cond_stem != "conv" or self.patch_size < 4):
-            raise ConfigError(f"keypoints={self.keypoints} reads the conv stem's stride-4 features: it needs "
-                              f"cond_stem='conv' and patch_size >= 4 (got {self.cond_stem!r}, {self.patch_size}); "
-                              f"or set keypoints=0")
+        if self.keypoints and self.keypoint_channels < 1:
+            raise ConfigError(f"keypoints={self.keypoints} needs keypoint_channels >= 1, got {self.keypoint_channels}")
+        if self.keypoints and self.img_size % 4:
+            raise ConfigError(f"keypoints={self.keypoints}: the keypoint encoder downsamples by 4, so img_size must "
+                              f"be a multiple of 4 (got {self.img_size}); or set keypoints=0")
+        if self.aux_dim and not self.keypoints:
+            raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
+                              f"keypoints > 0 (got 0)")
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"residual={self.residual!r} must be true or false")
+        if self.residual and self.prediction != "x0":
+            raise ConfigError(f"residual=True predicts the clean frames as the conditioning frame plus a change, "
+                              f"so it needs prediction='x0' (got {self.prediction!r}); or set residual=false")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
@@ -127,7 +159,8 @@ class ModelConfig:
         if not isinstance(self.diffusion_steps, int) or self.diffusion_steps < 2:
             raise ConfigError(f"diffusion_steps={self.diffusion_steps!r} must be an integer >= 2")
         for name, allowed in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("pos_embed", POS_EMBEDS),
-                              ("action_pool", ACTION_POOLS), ("cond_stem", COND_STEMS)):
+                              ("action_pool", ACTION_POOLS), ("cond_stem", COND_STEMS),
+                              ("future_input", FUTURE_INPUTS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
 
@@ -149,7 +182,13 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are an error (they usually mean a stale checkpoint)."""
         _check_fields(data)
-        data = {"text_bigrams": False, **data}  # saved before the field existed: no bigram table in the weights
+        if "future_input" not in data:
+            raise ConfigError(
+                "this checkpoint's model was trained with gr2-sim 0.1, before the visual pathway was redesigned "
+                "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
+                "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
+                "gr2-sim 0.1.0 (git checkout 84611db)")
+        data = {"text_bigrams": False, "aux_dim": 0, **data}  # saved before the field existed: no bigram table in the weights
         return cls(**data)
 
 
@@ -163,12 +202,15 @@ def _check_fields(data: dict[str, Any]) -> None:
 # name -> field overrides of the ModelConfig defaults
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(patch_size=16, n_future=2, d_model=32, n_heads=2, n_layers=2, action_hidden=64,
-                 lang_dim=32, max_text_len=8),
+                 lang_dim=32, max_text_len=8, keypoints=4, keypoint_channels=8),
     # mlp_ratio 2: ~110 samples/s vs ~89 at 4 (2 cores, batch 32, AdamW, before the conv stem); the linears dominate
     "small": dict(patch_size=16, n_future=4, d_model=128, n_heads=4, n_layers=4, mlp_ratio=2.0,
                   action_hidden=256, lang_dim=64),
     "base": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
                  lang_dim=128),
+    "lesson": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
+                   lang_dim=128, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
+                   residual=False, prediction="eps", gate_init=0.0, pos_embed="learned"),
 }  # fmt: skip
 
 
@@ -177,4 +219,7 @@ def make_config(preset: str = "small", **overrides: Any) -> ModelConfig:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     _check_fields(overrides)
-    return ModelConfig(**{**PRESETS[preset], **overrides})
+    fields = {**PRESETS[preset], **overrides}
+    if fields.get("prediction", "x0") != "x0" and "residual" not in overrides:
+        fields["residual"] = False  # the residual video head is an x0 parameterisation (see ModelConfig)
+    return ModelConfig(**fields)

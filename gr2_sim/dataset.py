@@ -17,6 +17,7 @@ import torch
 
 from gr2_sim.data import EpisodeArrays
 from gr2_sim.device import to_device
+from gr2_sim.errors import UserError
 from gr2_sim.text import tokenize
 
 
@@ -84,7 +85,8 @@ class WindowSampler:
 
     def __init__(self, episodes: EpisodeArrays, n_future: int, normalizer: Normalizer | None,
                  max_text_len: int, vocab_size: int, stride: int = 1, use_actions: bool = True,
-                 use_text: bool = True, use_state: bool = True):
+                 use_text: bool = True, use_state: bool = True, aux: AuxTargets | None = None):
+        self.aux = aux
         if episodes.images is None:
             raise ValueError("WindowSampler needs episodes loaded with images")
         self.ep = episodes
@@ -131,6 +133,8 @@ class WindowSampler:
         if self.use_actions:
             actions = to_device(torch.from_numpy(ep.actions[idx["actions"]]), device)
             out["actions"] = self.normalizer.normalize_actions(actions) if self.normalizer is not None else actions
+        if self.aux is not None:
+            out["aux"] = self.aux.normalized(idx["cond"], device)
         return out
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str = "cpu"):
@@ -141,6 +145,37 @@ class WindowSampler:
         """A deterministic set of ``n`` windows (for validation)."""
         rng = np.random.default_rng(seed)
         return np.sort(rng.choice(len(self), size=min(n, len(self)), replace=False))
+
+
+@dataclass
+class AuxTargets:
+    """Per-frame auxiliary training targets (privileged: seen in training only, never by a policy), e.g. the
+    object positions that ``object_state=True`` appends to the state; standardised with the training
+    episodes' mean and std (``stats``), which held-out windows reuse."""
+
+    values: np.ndarray  # (F, K) float32, aligned with the episodes' frames
+    mean: np.ndarray  # (K,)
+    std: np.ndarray  # (K,)
+
+    def normalized(self, frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        return to_device(torch.from_numpy((self.values[frames] - self.mean) / self.std).float(), device)
+
+
+def split_aux_state(episodes: EpisodeArrays, k: int, source: str, stats: AuxTargets | None = None):
+    """(episodes with the last ``k`` state values removed, AuxTargets of those values). ``stats``: reuse the
+    mean/std of the training split's targets (for held-out episodes)."""
+    import dataclasses
+
+    S = episodes.states.shape[1]
+    if k >= S:
+        raise UserError(f"--aux-state {k}: {source} stores {S} state values per frame, so at most {S - 1} can be "
+                        f"auxiliary targets; collect the data with --env-kwargs '{{\"object_state\": true}}' "
+                        f"(6 values: the named object's and the goal's positions), then --aux-state 6")
+    values = episodes.states[:, S - k:].astype(np.float32)
+    if stats is None:
+        stats = AuxTargets(values, values.mean(0), np.maximum(values.std(0), 1e-3))
+    return (dataclasses.replace(episodes, states=np.ascontiguousarray(episodes.states[:, :S - k])),
+            AuxTargets(values, stats.mean, stats.std))
 
 
 def random_shift(frames: list[torch.Tensor], pad: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -39,6 +39,9 @@ from gr2_sim.video import EpisodeRecorder, write_video
 from policies.base import Policy
 
 POLICIES = ("gr2", "expert", "random")
+# Progress below this is settling noise, not progress: an episode ends "closer" only when its goal distance fell
+# by more than it, and an object "moved" only when it left its start position by more than it (metres).
+PROGRESS_THRESHOLD_M = 0.01
 MODES = ("head", "denoise", "idm")
 
 
@@ -65,6 +68,8 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int, record
     """
     obs, info = env.reset(seed=seed)
     start_distance = _goal_distance(info)
+    start_object = _object_position(info)
+    object_moved, distance_change = 0.0, 0.0  # the largest displacement / |goal distance change| so far
     instruction = adapter.instruction(info)
     policy.reset()
     policy.set_instruction(instruction)
@@ -92,11 +97,18 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int, record
         total_reward += float(reward)
         success, key = read_success(info, success_key)
         unstable = unstable or bool(info.get("unstable", False))
+        distance, position = _goal_distance(info), _object_position(info)
+        if start_distance is not None and distance is not None:
+            distance_change = max(distance_change, abs(distance - start_distance))
+        if start_object is not None and position is not None:
+            object_moved = max(object_moved, float(np.linalg.norm(position - start_object)))
     if recorder is not None:
         recorder.add(env.render(), policy.predicted_frames, False, success)
     record = {"seed": seed, "success": success and not unstable, "length": length, "return": total_reward,
               "queries": len(latencies), "instruction": instruction, "unstable": unstable,
               "goal_distance_start": start_distance, "goal_distance_end": _goal_distance(info),
+              "goal_distance_max_change": distance_change if start_distance is not None else None,
+              "object_max_displacement": object_moved if start_object is not None else None,
               "_success_key": key}
     return record, latencies, recorder
 
@@ -110,16 +122,37 @@ def _goal_distance(info: dict[str, Any]) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def goal_progress(per_episode: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean goal distance (m) at the start and end of the episodes, and the share that ended closer than they
-    started: progress where success is rare. None when the env reports no ``info["goal_distance"]``."""
-    pairs = [(e["goal_distance_start"], e["goal_distance_end"]) for e in per_episode
-             if e.get("goal_distance_start") is not None and e.get("goal_distance_end") is not None]
-    if not pairs:
+def _object_position(info: dict[str, Any]) -> np.ndarray | None:
+    """``info["object_position"]`` (where the named object is) as a finite float array, else None."""
+    try:
+        value = np.asarray(info["object_position"], dtype=np.float64).reshape(-1)
+    except (KeyError, TypeError, ValueError):
         return None
-    start, end = np.array(pairs).T
-    return {"episodes": len(pairs), "start_mean": float(start.mean()), "end_mean": float(end.mean()),
-            "end_median": float(np.median(end)), "closer_fraction": float(np.mean(end < start))}
+    return value if value.size and np.all(np.isfinite(value)) else None
+
+
+def goal_progress(per_episode: list[dict[str, Any]], threshold: float = PROGRESS_THRESHOLD_M) -> dict[str, Any] | None:
+    """Progress where success is rare. None when the env reports no ``info["goal_distance"]``.
+
+    Mean goal distance (m) at the start and end of the episodes; ``closer_fraction``: the share whose end
+    distance is below the start by more than ``threshold`` (m, reported as ``threshold_m``: settling noise of
+    1e-11 m is not progress); ``moved_fraction``: the share in which the named object left its start position
+    by more than ``threshold`` at some step (``moved_source`` "object_position"), or, for an env that does not
+    report where its object is, in which the goal distance changed by more than ``threshold`` at some step
+    (``moved_source`` "goal_distance")."""
+    rows = [e for e in per_episode if e.get("goal_distance_start") is not None
+            and e.get("goal_distance_end") is not None]
+    if not rows:
+        return None
+    start, end = np.array([(e["goal_distance_start"], e["goal_distance_end"]) for e in rows]).T
+    if all(e.get("object_max_displacement") is not None for e in rows):
+        source, moved = "object_position", [e["object_max_displacement"] for e in rows]
+    else:
+        source, moved = "goal_distance", [e.get("goal_distance_max_change") or 0.0 for e in rows]
+    return {"episodes": len(rows), "start_mean": float(start.mean()), "end_mean": float(end.mean()),
+            "end_median": float(np.median(end)), "threshold_m": threshold,
+            "closer_fraction": float(np.mean(end < start - threshold)),
+            "moved_fraction": float(np.mean(np.array(moved) > threshold)), "moved_source": source}
 
 
 def aggregate(per_episode: list[dict[str, Any]], latencies_ms: list[float], wall_s: float) -> dict[str, Any]:
@@ -267,10 +300,15 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
     if expert is not None:
         raise UserError("--expert is only read by --policy expert (got --policy gr2)")
     if ckpt is None:
-        raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` run folder)")
-    from policies.gr2 import GR2Policy
+        raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` or `--stage bc` run folder)")
+    from gr2_sim import checkpoint
 
-    policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
+    if checkpoint.load_config(ckpt).get("kind") == "bc":
+        policy = bc_policy(ckpt, **gr2_options)
+    else:
+        from policies.gr2 import GR2Policy
+
+        policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
     env = make_env(env_id, env_kwargs, image_size=policy.image_size, imports=imports)  # frames as trained on
     try:
         policy.attach_env(env)
@@ -278,6 +316,21 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
         env.close()
         raise
     return policy, env
+
+
+def bc_policy(ckpt: str, mode: str = "head", idm_run: str | None = None, n_action_steps: int | None = None,
+              temporal_ensemble: float | None = None, device: str = "auto", num_threads: int | None = None,
+              **ignored: Any) -> Policy:
+    """A ``--stage bc`` run as a policy; its one readout is ``head`` (DDIM steps and seed do not apply)."""
+    from gr2_sim.checkpoint import dit_only_error
+    from policies.bc import BCPolicy
+
+    if mode != "head":
+        raise dit_only_error(ckpt, f"--mode {mode}")
+    if idm_run is not None:
+        raise dit_only_error(ckpt, "--idm")
+    return BCPolicy.from_checkpoint(ckpt, n_action_steps=n_action_steps, temporal_ensemble=temporal_ensemble,
+                                    device=device, num_threads=num_threads)
 
 
 def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: bool = True) -> dict:
@@ -321,7 +374,8 @@ def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "h
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--ckpt", default=None, help="run folder of a `gr2-sim train --stage action` run (--policy gr2)")
+    p.add_argument("--ckpt", default=None,
+                   help="run folder of a `gr2-sim train --stage action` (DiT) or `--stage bc` (image BC) run")
     p.add_argument("--env", required=True,
                    help="Gymnasium env id, e.g. GR2Sim/Reach-v0; any registered id works, and 'module:ns/Id-v0' "
                         "imports module first")
@@ -392,6 +446,9 @@ def run(args) -> int:
               + ", ".join(f"{w} {r['successes']}/{r['episodes']}" for w, r in worst))
     if agg["goal_distance"]:
         g = agg["goal_distance"]
+        cm = f"{100 * g['threshold_m']:g} cm"
+        moved = "the named object moved" if g["moved_source"] == "object_position" else "the goal distance changed"
         print(f"goal distance: {100 * g['start_mean']:.1f} cm at the start, {100 * g['end_mean']:.1f} cm at the end "
-              f"(median {100 * g['end_median']:.1f} cm); {g['closer_fraction']:.0%} of episodes ended closer")
+              f"(median {100 * g['end_median']:.1f} cm); {g['closer_fraction']:.0%} of episodes ended more than {cm} "
+              f"closer; {moved} by more than {cm} in {g['moved_fraction']:.0%}")
     return 0

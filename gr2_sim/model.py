@@ -4,9 +4,15 @@ One sample is the clean conditioning frame v_0 and T noisy future frames v_{1:T}
 p x p patches, giving (T + 1) * (img/p)^2 spatiotemporal tokens that attend to each other in every block.
 Each block is conditioned (adaLN-Zero) on c = timestep embedding + instruction embedding (+ state embedding).
 
-    tokens:  [ v_0 patches | v_1 patches | ... | v_T patches ]          (B, (T+1)*N, D)
-    video head -> noise (or v) for the future tokens only -> (B, T, 3, H, W)
-    action head -> per future frame: mean of its final tokens -> MLP -> (B, T, action_dim)
+    v_0 ──conv stem (FiLM by the instruction)──────────────────────────> N tokens ┐
+    [v_k noisy | v_0] stacked per pixel ──p x p patches──linear──> T*N tokens ────┤ DiT blocks (adaLN-Zero)
+                                                                                  │
+    video head:  future tokens -> pixels -> x0 = v_0 + change            (B, T, 3, H, W)
+    action head: [pooled future tokens | keypoints(v_0) | state] -> MLP  (B, T, action_dim)
+                  keypoints: conv encoder (stride 4, FiLM) -> spatial softmax -> K (x, y)
+
+The lesson's model is the preset ``lesson``: the same file with every frame a linear patch embedding
+(``cond_stem="linear"``, ``future_input="noisy"``), noise prediction, mean pooling and no keypoints.
 
 Layout follows facebookresearch/DiT: helpers, embedders, attention, block, final layer, model.
 """
@@ -192,22 +198,41 @@ class ConvStem(nn.Module):
         if n == 0:
             self.convs = nn.ModuleList([nn.Conv2d(3, d_model, 1)])
 
-    @property
-    def stride4_channels(self) -> int:
-        """Channels of the feature map after the second convolution (stride 4), read by :class:`SpatialSoftmax`."""
-        return self.convs[1].out_channels
-
-    def forward(self, frame: torch.Tensor, lang: torch.Tensor, return_stride4: bool = False):
-        x, stride4 = frame, None
+    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        x = frame
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < len(self.norms):
                 scale, shift = self.films[i](lang)[:, :, None, None].chunk(2, dim=1)
                 x = F.gelu(self.norms[i](x) * (1 + scale) + shift)
-            if i == 1:
-                stride4 = x
-        tokens = x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
-        return (tokens, stride4) if return_stride4 else tokens
+        return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
+
+
+class KeypointEncoder(nn.Module):
+    """Frame (B, 3, H, W) + instruction (B, E) -> K image keypoints (B, 2K): the encoder of a plain image
+    policy (robomimic, Diffusion Policy) made small. Four 3x3 convolutions (strides 1, 2, 1, 2) of ``channels``
+    each, GroupNorm, FiLM by the instruction (so a map can respond to "the red cube" only; zero-initialised,
+    the identity), GELU; then :class:`SpatialSoftmax` on the (H/4, W/4) map: a 64x64 frame keeps a 16x16 map,
+    where a 6-pixel cube is still 1-2 cells wide.
+    """
+
+    STRIDES = (1, 2, 1, 2)
+
+    def __init__(self, lang_dim: int, channels: int, keypoints: int) -> None:
+        super().__init__()
+        widths = [3] + [channels] * len(self.STRIDES)
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=s, padding=1)
+                                   for i, s in enumerate(self.STRIDES))
+        self.norms = nn.ModuleList(nn.GroupNorm(8 if channels % 8 == 0 else 1, channels) for _ in self.STRIDES)
+        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * channels) for _ in self.STRIDES)
+        self.softmax = SpatialSoftmax(channels, keypoints)
+
+    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        x = frame
+        for conv, norm, film in zip(self.convs, self.norms, self.films, strict=True):
+            scale, shift = film(lang)[:, :, None, None].chunk(2, dim=1)
+            x = F.gelu(norm(conv(x)) * (1 + scale) + shift)  # (B, C, h, w)
+        return self.softmax(x)  # (B, 2K) in [-1, 1]
 
 
 class SpatialSoftmax(nn.Module):
@@ -279,8 +304,13 @@ class VideoActionDiT(nn.Module):
         super().__init__()
         self.config = cfg = config
         D, n = cfg.d_model, cfg.patches_per_frame
-        self.patch_embed = nn.Linear(3 * cfg.patch_size**2, D)
+        # future frames: their noisy patches, stacked with the conditioning frame's at pixel level ("stack")
+        self.patch_embed = nn.Linear(self.future_channels * cfg.patch_size**2, D)
+        # the conditioning frame: a conv stem, or a linear patch embedding (shared with the future frames
+        # when they are embedded alone, as in the lesson)
         self.cond_stem = ConvStem(D, cfg.patch_size, cfg.lang_dim) if cfg.cond_stem == "conv" else None
+        self.cond_embed = (nn.Linear(3 * cfg.patch_size**2, D)
+                           if cfg.cond_stem == "linear" and cfg.future_input == "stack" else None)
         # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
         if cfg.pos_embed == "sincos":
             self.register_buffer("space_pos", torch.zeros(n, D), persistent=False)
@@ -297,15 +327,21 @@ class VideoActionDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.final_layer = FinalLayer(D, cfg.patch_size)
         self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
-        if cfg.keypoints:
-            self.keypoints = SpatialSoftmax(self.cond_stem.stride4_channels, cfg.keypoints)
-            self.keypoint_proj = nn.Linear(2 * cfg.keypoints, D)  # zero-initialised: starts without them
-        else:
-            self.keypoints = self.keypoint_proj = None
+        self.keypoints = KeypointEncoder(cfg.lang_dim, cfg.keypoint_channels, cfg.keypoints) if cfg.keypoints else None
+        head_in = D + 2 * cfg.keypoints + (cfg.state_dim if cfg.keypoints else 0)
         self.action_head = nn.Sequential(
-            nn.LayerNorm(D), nn.Linear(D, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim)
+            nn.LayerNorm(head_in), nn.Linear(head_in, cfg.action_hidden), nn.GELU(),
+            nn.Linear(cfg.action_hidden, cfg.action_dim),
         )
+        # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
+        self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
+                                       nn.Linear(cfg.action_hidden, cfg.aux_dim)) if cfg.aux_dim else None)
         self.initialize_weights()
+
+    @property
+    def future_channels(self) -> int:
+        """Input channels per future pixel: 3, or 6 with the conditioning frame stacked on."""
+        return 6 if self.config.future_input == "stack" else 3
 
     def initialize_weights(self) -> None:
         """Xavier linears, DiT's small normal embedders, sin-cos positions, adaLN-Zero (modulations and video
@@ -348,9 +384,10 @@ class VideoActionDiT(nn.Module):
             for film in self.cond_stem.films:
                 nn.init.zeros_(film.weight)
                 nn.init.zeros_(film.bias)
-        if self.keypoint_proj is not None:
-            nn.init.zeros_(self.keypoint_proj.weight)
-            nn.init.zeros_(self.keypoint_proj.bias)
+        if self.keypoints is not None:
+            for film in self.keypoints.films:
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
         if self.action_pool is not None:
             nn.init.zeros_(self.action_pool.query_from_c.weight)
             nn.init.zeros_(self.action_pool.query_from_c.bias)
@@ -378,6 +415,9 @@ class VideoActionDiT(nn.Module):
         text_dropout: float = 0.0,
         return_attention: bool = False,
         need_video: bool = True,
+        pixel_weight: torch.Tensor | None = None,
+        target_aux: torch.Tensor | None = None,
+        aux_weight: float = 1.0,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -387,20 +427,25 @@ class VideoActionDiT(nn.Module):
         loss = video_loss + action_weight * action_loss, each term present only if its target is given.
         text_dropout: probability per sample of replacing the instruction by the null embedding.
         need_video: False skips the video head (``video_pred`` is None) unless ``target_noise`` is given.
+        pixel_weight: per-pixel weights of the video loss, broadcastable to (B, T, 3, H, W) (e.g. more weight
+        on the pixels that change); the loss is then the weighted mean.
+        target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
+        when they are given); adds aux_weight * aux_loss to the loss.
         """
         self._check_inputs(cond_frame, noisy_future, t, state)
         cfg, n = self.config, self.config.patches_per_frame
-        frames = torch.cat([cond_frame.unsqueeze(1), noisy_future], dim=1)  # (B, T+1, 3, H, W)
         pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
         lang = self.text_encoder(text_tokens, text_dropout)  # (B, lang_dim); the null instruction when dropped
-        keypoints = None
-        if self.cond_stem is None:
-            x = self.patch_embed(patchify(frames, cfg.patch_size)) + pos  # (B, (T+1)*n, D)
+        future_in = noisy_future  # (B, T, 3, H, W)
+        if cfg.future_input == "stack":  # every future pixel carries the current pixel beside it
+            future_in = torch.cat([noisy_future, cond_frame.unsqueeze(1).expand_as(noisy_future)], dim=2)
+        future_tokens = self.patch_embed(patchify(future_in, cfg.patch_size))  # (B, T*n, D)
+        if self.cond_stem is not None:
+            cond_tokens = self.cond_stem(cond_frame, lang)  # (B, n, D)
         else:
-            cond_tokens, stride4 = self.cond_stem(cond_frame, lang, return_stride4=True)
-            x = torch.cat([cond_tokens, self.patch_embed(patchify(noisy_future, cfg.patch_size))], 1) + pos
-            if self.keypoints is not None:
-                keypoints = self.keypoint_proj(self.keypoints(stride4))  # (B, D)
+            embed = self.cond_embed if self.cond_embed is not None else self.patch_embed
+            cond_tokens = embed(patchify(cond_frame.unsqueeze(1), cfg.patch_size))  # (B, n, D)
+        x = torch.cat([cond_tokens, future_tokens], dim=1) + pos  # (B, (T+1)*n, D)
         c = self.condition(t, lang, state)  # (B, D)
 
         attention = [] if return_attention else None
@@ -415,24 +460,40 @@ class VideoActionDiT(nn.Module):
         video_pred = None  # need_video=False (an actions-only readout) skips the video head
         if need_video or target_noise is not None:
             video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
+            if cfg.residual:  # the head predicts the change from the conditioning frame
+                video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
-        if keypoints is not None:
-            per_frame = per_frame + keypoints.unsqueeze(1)  # the same scene positions for every future frame
+        aux_loss = None
+        if self.keypoints is not None:  # the same scene positions (and state) for every future frame
+            keypoints = self.keypoints(cond_frame, lang)  # (B, 2K)
+            if target_aux is not None:
+                if self.aux_head is None:
+                    raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
+                aux_loss = F.mse_loss(self.aux_head(keypoints), target_aux)
+            extra = [keypoints] + ([state] if cfg.state_dim else [])  # (B, 2K), (B, S)
+            extra = torch.cat(extra, dim=1).unsqueeze(1).expand(-1, cfg.n_future, -1)
+            per_frame = torch.cat([per_frame, extra], dim=2)  # (B, T, D + 2K + S)
         actions = self.action_head(per_frame)  # (B, T, action_dim)
 
         video_loss = action_loss = loss = None
         if target_noise is not None:
-            video_loss = F.mse_loss(video_pred, target_noise)
+            if pixel_weight is None:
+                video_loss = F.mse_loss(video_pred, target_noise)
+            else:
+                weight = pixel_weight.expand_as(video_pred)
+                video_loss = (weight * (video_pred - target_noise).pow(2)).sum() / weight.sum().clamp_min(1e-8)
             loss = video_loss
         if target_actions is not None:
             if target_actions.shape != actions.shape:
                 raise UserError(f"target_actions shape {tuple(target_actions.shape)} != {tuple(actions.shape)}")
             action_loss = F.mse_loss(actions, target_actions)
             loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
+        if aux_loss is not None:
+            loss = aux_weight * aux_loss if loss is None else loss + aux_weight * aux_loss
         return ModelOutput(
             video_pred=video_pred, actions=actions, video_loss=video_loss, action_loss=action_loss, loss=loss,
-            attention=attention,
+            attention=attention, aux_loss=aux_loss,
         )  # fmt: skip
 
     def _check_inputs(self, cond_frame, noisy_future, t, state) -> None:
@@ -479,20 +540,27 @@ class VideoActionDiT(nn.Module):
         head += mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
         if cfg.action_pool == "attention":  # keys/values of every future token, queries, output projection
             head += mm(N, D, 2 * D) + 2 * mm(cfg.n_future, 2 * n, D) + 2 * mm(cfg.n_future, D, D)
-        embed = mm(N, pix, D)
-        if cfg.cond_stem == "conv":  # replaces the conditioning frame's patch embedding
-            embed -= mm(n, pix, D)
-            side = cfg.img_size
-            for conv in self.cond_stem.convs:
-                side //= conv.stride[0]
-                embed += mm(side * side, conv.in_channels * conv.kernel_size[0] ** 2, conv.out_channels)
-            embed += sum(mm(1, E, film.out_features) for film in self.cond_stem.films)
-        if cfg.keypoints:  # 1x1 maps at stride 4, the expectation, the projection
+        embed = mm(N - n, self.future_channels * cfg.patch_size**2, D)  # future patches
+        if cfg.cond_stem == "conv":
+            embed += self._conv_flops(self.cond_stem.convs, self.cond_stem.films)
+        else:
+            embed += mm(n, pix, D)
+        if cfg.keypoints:  # the encoder, 1x1 maps at stride 4, the expectation
             side = cfg.img_size // 4
-            embed += mm(side * side, self.cond_stem.stride4_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
-            embed += mm(1, 2 * cfg.keypoints, D)
+            embed += self._conv_flops(self.keypoints.convs, self.keypoints.films)
+            embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
+            extra = 2 * cfg.keypoints + cfg.state_dim
+            head += mm(cfg.n_future, extra, cfg.action_hidden)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
+
+    def _conv_flops(self, convs, films) -> int:
+        """Matmul FLOPs of a stack of convolutions (and their FiLM projections) on one frame."""
+        flops, side = 0, self.config.img_size
+        for conv in convs:
+            side //= conv.stride[0]
+            flops += 2 * side * side * conv.in_channels * conv.kernel_size[0] ** 2 * conv.out_channels
+        return flops + sum(2 * self.config.lang_dim * film.out_features for film in films)
 
     def estimate_mfu(self, samples_per_second: float, peak_flops: float = 90e9) -> float:
         """Model FLOPs utilisation of training at ``samples_per_second`` against ``peak_flops`` (FLOP/s;

@@ -3,7 +3,8 @@
 The training loop (``gr2_sim/train.py``) is the same for every stage; it asks the stage's objective for
 these three things. ``VideoObjective`` serves the GR-2 phases (video, robot-video, action: the DiT with
 L = L_video [+ lambda L_action]); ``InverseDynamicsObjective`` serves ``--stage idm`` (a CNN that maps two
-consecutive frames to the action between them, used by the ``idm`` policy readout).
+consecutive frames to the action between them, used by the ``idm`` policy readout); ``BCObjective`` serves
+``--stage bc`` (the plain image behaviour-cloning baseline of ``policies/bc.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ if TYPE_CHECKING:
     from gr2_sim.train_config import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "keypoint_proj.")
+HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.")
+# a pixel "changes" between the conditioning frame and a future frame when some channel moves by more than this
+# (frames in [-1, 1]: 0.1 is 13/255 of the 0-255 range); used by the change-weighted video loss and by
+# `gr2-sim experiment video-quality`
+CHANGE_THRESHOLD = 0.1
 IDM_HORIZON = 4  # consecutive frame pairs per training window of the inverse-dynamics model
 
 
@@ -46,7 +51,7 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
     state_dim = train.states.shape[1] if cfg.use_state and train.states.shape[1] else 0
     fields = dict(cfg.overrides or {}, img_size=train.image_size)
     if cfg.init:
-        base = ckpt.load_model_config(cfg.init).to_dict()
+        base = ckpt.load_model_config(cfg.init, "--init").to_dict()
         if cfg.preset:
             preset = make_config(cfg.preset, **fields).to_dict()
             keys = ("patch_size", "d_model", "n_heads", "n_layers", "n_future", "img_size", "lang_dim")
@@ -62,6 +67,7 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
         raise UserError(f"{cfg.data} has {train.image_size}px frames but the model expects {base['img_size']}px")
     if action_dim is not None:
         base["action_dim"] = action_dim
+    base["aux_dim"] = cfg.aux_state if cfg.stage == "action" else 0
     base["state_dim"] = state_dim if cfg.stage != "video" else base.get("state_dim", 0)
     return ModelConfig.from_dict(base)
 
@@ -84,11 +90,25 @@ def load_init(model: torch.nn.Module, run: str) -> list[str]:
     return fresh
 
 
+def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = CHANGE_THRESHOLD) -> torch.Tensor:
+    """(B, T, 1, H, W) bool: where a future frame differs from the conditioning frame (B, 3, H, W) by more
+    than ``threshold`` in some channel."""
+    return (future - cond.unsqueeze(1)).abs().amax(dim=2, keepdim=True) > threshold
+
+
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
-                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0):
+                   use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
+                   change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
-    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise)."""
+    future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
+    video loss weighs the pixels that change (:func:`changed_pixels`) 1 + change_weight times the others.
+    ``aux_weight``: weight of the auxiliary (privileged) loss when the batch carries "aux" targets.
+
+    ``video_weight`` scales the video term: L = video_weight * L_video + action_weight * L_action. At 0 (GR-1's
+    "no video prediction" ablation) there are no future frames to denoise: every sample's future is pure noise
+    (t = K - 1, what the one-pass head readout sees), no video target is passed, and L = action_weight * L_action.
+    """
     if shift:
         batch = dict(batch)
         batch["cond"], batch["future"] = random_shift([batch["cond"], batch["future"]], shift, generator)
@@ -97,13 +117,20 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     t = torch.randint(K, (B,), generator=generator)
     if pure_noise > 0:
         t = torch.where(torch.rand(B, generator=generator) < pure_noise, K - 1, t)
+    if video_weight == 0:
+        t = torch.full_like(t, K - 1)
     t = to_device(t, future.device)  # drawn on the CPU generator: the same numbers on every device
     noise = to_device(torch.randn(future.shape, generator=generator), future.device)
     noisy = diffusion.q_sample(future, t, noise)
-    target = diffusion.target(future, noise, t)
-    return model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
-                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
-                 text_dropout=text_dropout)
+    target = diffusion.target(future, noise, t) if video_weight > 0 else None
+    weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
+    out = model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
+                target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
+                text_dropout=text_dropout, need_video=video_weight > 0, pixel_weight=weight,
+                target_aux=batch.get("aux"), aux_weight=aux_weight)
+    if 0 < video_weight != 1:
+        out["loss"] = out["loss"] + (video_weight - 1) * out["video_loss"]
+    return out
 
 
 class VideoObjective:
@@ -139,7 +166,8 @@ class VideoObjective:
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
-                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0)
+                              self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
+                              self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}
@@ -225,6 +253,71 @@ class InverseDynamicsObjective:
         return {"val_action_mse": total / n}
 
 
+# ------------------------------------------------------------------------------------------ image BC
+class BCObjective:
+    """``--stage bc``: (o_t, instruction, state) -> a_t .. a_t+T-1 on the demonstrations, MSE on normalised
+    actions, frames randomly shifted by ``--shift`` pixels."""
+
+    kind = "bc"
+    needs_normalizer = True
+
+    def __init__(self, cfg: TrainConfig, train_eps, run, resume: bool):
+        from policies.bc import BCConfig
+
+        if train_eps.actions is None:
+            raise UserError(f"{cfg.data} holds {train_eps.kind} data without actions, but --stage bc needs "
+                            f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
+        if cfg.init:
+            raise UserError("--stage bc trains from scratch (it has no video half to pre-train); drop --init")
+        if cfg.preset:
+            raise UserError(f"--preset {cfg.preset} sizes the DiT; --stage bc has its own sizes (policies/bc.py "
+                            f"BCConfig): drop --preset, or change them with --set, e.g. --set hidden=128")
+        self.cfg = cfg
+        if resume:
+            self.model_config = BCConfig.from_dict(ckpt.load_config(run)["model"])
+        else:
+            state_dim = train_eps.states.shape[1] if cfg.use_state else 0
+            self.model_config = BCConfig.from_dict({**(cfg.overrides or {}), "img_size": train_eps.image_size,
+                                                    "action_dim": train_eps.actions.shape[1],
+                                                    "state_dim": state_dim})
+
+    def sampler_args(self) -> dict[str, Any]:
+        m = self.model_config
+        # n_future sets the action chunk's length; the future frames it also gathers are not read
+        return dict(n_future=m.horizon, max_text_len=m.max_text_len, vocab_size=m.vocab_size, use_actions=True,
+                    use_text=True, use_state=m.state_dim > 0)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        from policies.bc import BCModel
+
+        return BCModel(self.model_config)
+
+    def wrap_for_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        return LossModule(model)
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
+        if self.cfg.shift:
+            batch = {**batch, "cond": random_shift([batch["cond"]], self.cfg.shift, generator)[0]}
+        return model(batch) if isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+            else model.compute_loss(batch)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model_config.to_dict()}
+
+    @torch.no_grad()
+    def validate(self, model, sampler: WindowSampler, rows: np.ndarray, device, normalizer: Normalizer,
+                 batch_size: int = 64) -> dict[str, float]:
+        """Held-out action MSE (in the env's action units) of the predicted chunks."""
+        total, n = 0.0, 0
+        for i in range(0, len(rows), batch_size):
+            batch = sampler.batch(rows[i:i + batch_size], device)
+            pred = model(batch["cond"], batch["text"], batch.get("state"))
+            err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
+            total += float(err.pow(2).mean()) * len(pred)
+            n += len(pred)
+        return {"val_action_mse": total / n}
+
+
 def make_objective(cfg: TrainConfig, train_eps, run, resume: bool):
-    cls = InverseDynamicsObjective if cfg.stage == "idm" else VideoObjective
+    cls = {"idm": InverseDynamicsObjective, "bc": BCObjective}.get(cfg.stage, VideoObjective)
     return cls(cfg, train_eps, run, resume)

@@ -43,20 +43,35 @@ def plot_losses(runs: list[Path], out: Path) -> Path:
     return out
 
 
+VARIANT_ORDER = ("scratch", "pretrained", "no-video", "bc")  # sweep columns: the DiT's, then the baselines
+
+
 def plot_success_vs_demos(rows: list[dict], out: Path) -> Path:
-    """Success rate (with its 95% interval) vs number of demos, one line per variant (mean over seeds)."""
+    """Success rate vs number of demos, one line per variant: seeds pooled (successes and episodes summed)
+    with the pooled 95% Wilson interval as error bars, variants side by side around each demo count."""
+    from gr2_sim.stats import wilson_interval
+
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for i, variant in enumerate(sorted({r["variant"] for r in rows})):
+    variants = sorted({r["variant"] for r in rows},
+                      key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v))
+    for i, variant in enumerate(variants):
         cells = sorted({r["demos"] for r in rows if r["variant"] == variant})
-        mean, lo, hi = [], [], []
+        rate, lo, hi = [], [], []
         for n in cells:
             rs = [r for r in rows if r["variant"] == variant and r["demos"] == n]
-            mean.append(sum(r["success_rate"] for r in rs) / len(rs))
-            lo.append(min(r["success_ci95"][0] for r in rs))
-            hi.append(max(r["success_ci95"][1] for r in rs))
-        ax.plot(cells, mean, "o-", color=f"C{i}", label=variant)
-        ax.fill_between(cells, lo, hi, color=f"C{i}", alpha=0.2)
+            k, e = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
+            low, high = wilson_interval(k, e)
+            rate.append(k / e)
+            lo.append(k / e - low)
+            hi.append(high - k / e)
+        dodge = 1.06 ** (i - (len(variants) - 1) / 2)  # side by side on the log axis
+        ax.errorbar([n * dodge for n in cells], rate, yerr=[lo, hi], fmt="o-", color=f"C{i}", capsize=3,
+                    label=variant)
     _success_axis(ax, "success rate")
+    demos = sorted({r["demos"] for r in rows})
+    ax.set_xticks(demos, [str(n) for n in demos])
+    ax.minorticks_off()
+    ax.set_xlim(min(demos) / 1.4, max(demos) * 1.4)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

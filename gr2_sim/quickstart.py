@@ -41,7 +41,8 @@ def sweep_argv(args: argparse.Namespace) -> list[str]:
             "--out", str(args.out), "--steps", str(args.steps),
             "--pretrain-steps", *map(str, args.pretrain_steps), "--clips", str(args.clips),
             "--robot-episodes", str(args.robot_episodes), "--episodes", str(args.episodes), "--videos", "1",
-            "--preset", args.preset, "--workers", str(args.workers), "--device", args.device]
+            "--preset", args.preset, "--workers", str(args.workers), "--device", args.device,
+            "--seeds", "1", "--baselines", "bc", "--threads", "0"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,12 +57,42 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         raise UserError(f"the sweep stopped (exit {code}); fix the error above and rerun the quickstart: "
                         f"finished pieces are kept")
-    report = write_report(Path(args.out), argv, time.perf_counter() - start)
+    gif = imagined_future_gif(Path(args.out), args.env, args.device)
+    report = write_report(Path(args.out), argv, time.perf_counter() - start, gif)
     print(f"\nquickstart complete: {report}")
     return 0
 
 
-def write_report(out: Path, argv: list[str], wall_s: float) -> Path:
+def imagined_future_gif(out: Path, env: str, device: str) -> Path | None:
+    """One test episode of the pre-trained policy read out with ``denoise``, so that the model's predicted
+    future frames are drawn beside the camera: ``OUT/rollout.gif`` (skipped when present)."""
+    import imageio.v2 as imageio
+
+    from gr2_sim.cli import main as gr2
+
+    gif = out / "rollout.gif"
+    if gif.exists():
+        return gif
+    runs = sorted((out / "runs").glob("pretrained_*")) or sorted((out / "runs").glob("scratch_*"))
+    if not runs:
+        return None
+    eval_dir = out / "imagined"
+    code = gr2(["eval", "--ckpt", str(runs[-1]), "--env", env, "--mode", "denoise", "--episodes", "1",
+                "--videos", "1", "--out", str(eval_dir), "--device", device])
+    videos = sorted((eval_dir / "videos").glob("*")) if code == 0 else []
+    if not videos:
+        return None
+    if videos[0].suffix == ".gif":
+        shutil.copyfile(videos[0], gif)
+    else:
+        frames = list(imageio.mimread(videos[0], memtest=False))
+        tmp = gif.with_name(".rollout.tmp.gif")
+        imageio.mimsave(tmp, frames, duration=100, loop=0)
+        tmp.replace(gif)
+    return gif
+
+
+def write_report(out: Path, argv: list[str], wall_s: float, gif: Path | None = None) -> Path:
     from gr2_sim.plots import plot_losses
 
     results = json.loads((out / "results.json").read_text())
@@ -73,6 +104,9 @@ def write_report(out: Path, argv: list[str], wall_s: float) -> Path:
              f"(pieces done earlier are skipped).", "",
              (out / "results.md").read_text().split("\n", 2)[2], "![success vs demos](success_vs_demos.png)", "",
              "## Losses", "", f"![losses]({losses.name})", "", "## Rollouts", "",
+             *([f"![the pre-trained policy, its predicted future beside the camera]({gif.name})", "",
+                "The pre-trained policy on one test episode, read out with `--mode denoise`: the model's "
+                "predicted future frames beside what the camera saw.", ""] if gif is not None else []),
              "The camera view of the first test episode of each run (with `gr2-sim eval --mode denoise` the "
              "model's predicted future frames are drawn beside it).", ""]
     for row in results["rows"]:

@@ -1,18 +1,28 @@
-"""``gr2-sim sweep``: success rate vs number of demonstrations, with and without video pre-training.
+"""``gr2-sim sweep``: success rate vs number of demonstrations, with and without video pre-training, beside
+the baselines that say what video buys.
 
-For each demo count N: phase 3 from scratch and phase 3 from the phase-2 checkpoint (phases 1 and 2 are
-trained once, when absent), the same step budget for every run, then evaluation on held-out test seeds.
-Every piece is skipped when its result exists, so a killed sweep resumes where it stopped::
+For each demo count N and training seed (``--seeds``): phase 3 from scratch and phase 3 from the phase-2
+checkpoint (phases 1 and 2 are trained once, when absent), and the ``--baselines`` columns (GR-1's ablation
+rows and the plain image policy everybody uses):
+
+    no-video   the same DiT from scratch trained on actions only (``--video-weight 0``: no video loss)
+    bc         the plain image-BC policy (``--stage bc``, policies/bc.py)
+
+Every run gets the same training budget in steps and batch size; the wall time each run measured (on
+``--threads`` torch threads) is printed beside its result. Evaluation on held-out test seeds, the same for every
+run; the baselines are read out with ``head`` (they have no trained video half). Every piece is skipped when its
+result exists, so a killed sweep resumes where it stopped::
 
     DIR/data/{synth,robot_video,demos}.hdf5     collected once
     DIR/runs/phase1, phase2                      pre-training, once
-    DIR/runs/{scratch,pretrained}_N{n}_s{seed}/  phase 3 runs, each with eval/eval.json
+    DIR/runs/{variant}_N{n}_s{seed}/             phase 3 and baseline runs, each with eval/eval.json
     DIR/results.json, results.md, success_vs_demos.png
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -23,6 +33,20 @@ from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
 
 PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("scratch",)}
+BASELINES = ("bc", "no-video")  # see the module docstring
+DIT_VARIANTS = ("scratch", "pretrained", "no-video")  # the columns compared with bc
+
+
+def parse_baselines(text: str | list[str]) -> list[str]:
+    """``"bc,no-video"`` -> ``["bc", "no-video"]``; ``"none"`` or ``""`` -> ``[]``; unknown names are a UserError."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise UserError(f"--baselines: unknown name(s) {', '.join(unknown)}; known: {', '.join(BASELINES)} "
+                        f"(comma-separated, or 'none')")
+    return sorted(set(names), key=names.index)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")
     p.add_argument("--videos", type=int, default=2, help="rollout videos per run (first episodes)")
     p.add_argument("--mode", default="head", help="policy readout: head | denoise")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds per cell")
+    p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (seeds 0 .. N-1)")
+    p.add_argument("--baselines", default="bc,no-video",
+                   help=f"baseline columns, comma-separated: {', '.join(BASELINES)} (or 'none')")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads while training (the wall time in the table is on this many; 0: auto, as gr2-sim train)")
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
@@ -176,23 +204,52 @@ def train_if_needed(run: Path, **kwargs) -> Path:
 
 
 def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
+    from gr2_sim.checkpoint import load_trainer_state
     from gr2_sim.evaluate import evaluate_run
 
     run = runs / f"{variant}_N{n}_s{seed}"
     eval_json = run / "eval" / "eval.json"
+    mode = args.mode if variant in PRETRAIN["both"] else "head"  # the baselines have no trained video half
     if not eval_json.exists():
-        train_if_needed(run, stage="action", data=str(paths["demos"]), demos=n, steps=args.steps,
-                        batch_size=args.batch_size, seed=seed, device=args.device,
-                        preset=None if init else args.preset, init=init, overrides=None if init else args.model)
-        evaluate_run(run, args.env, episodes=args.episodes, mode=args.mode, out_dir=run / "eval", device=args.device,
+        common = dict(data=str(paths["demos"]), demos=n, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                      device=args.device, threads=args.threads)  # 0: the trainer's automatic rule
+        with torch_threads(args.threads):
+            if variant == "bc":
+                train_if_needed(run, stage="bc", **common)
+            else:
+                train_if_needed(run, stage="action", preset=None if init else args.preset, init=init,
+                                overrides=None if init else args.model,
+                                video_weight=0.0 if variant == "no-video" else 1.0, **common)
+        evaluate_run(run, args.env, episodes=args.episodes, mode=mode, out_dir=run / "eval", device=args.device,
                      videos=args.videos, progress=True, imports=env_source(args)[0], success_key=env_source(args)[1])
     result = json.loads(eval_json.read_text())["aggregated"]
-    return {"variant": variant, "demos": n, "seed": seed, "run": str(run), **result}
+    state = load_trainer_state(run)
+    return {"variant": variant, "demos": n, "seed": seed, "run": str(run), "mode": mode,
+            "train_steps": int(state["step"]), "train_wall_s": round(float(state.get("wall_s", 0.0)), 1), **result}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """``with torch_threads(n):`` runs on ``n`` torch threads (0: leave torch's setting), then restores them."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.demos):
         raise UserError(f"--demos must all be >= 1, got {args.demos}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds is the number of training seeds per cell (0 .. N-1): at least 1, got {args.seeds}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: auto, one per free core), got {args.threads}")
+    args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id
 
@@ -212,32 +269,90 @@ def run(args: argparse.Namespace) -> int:
         init = str(p2)
     rows = []
     for n in sorted(args.demos):
-        for variant in PRETRAIN[args.pretrain]:
-            for seed in args.seeds:
+        for variant in (*PRETRAIN[args.pretrain], *args.baselines):
+            for seed in range(args.seeds):
                 rows.append(run_cell(args, paths, runs, init if variant == "pretrained" else None, variant, n, seed))
                 write_results(out, rows, args)
     print(f"sweep complete: {out / 'results.md'}")
     return 0
 
 
+def pooled(rows: list[dict]) -> list[dict]:
+    """One cell per (demos, variant): successes and episodes summed over its seeds, with a Wilson interval."""
+    from gr2_sim.stats import wilson_interval
+
+    cells = []
+    for key in sorted({(r["demos"], r["variant"]) for r in rows}, key=lambda k: (k[0], _order(k[1]))):
+        rs = sorted((r for r in rows if (r["demos"], r["variant"]) == key), key=lambda r: r["seed"])
+        s, e = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
+        cells.append({"demos": key[0], "variant": key[1], "seeds": [r["seed"] for r in rs], "successes": s,
+                      "episodes": e, "success_rate": s / e, "success_ci95": list(wilson_interval(s, e)),
+                      "per_seed_success": [r["success_rate"] for r in rs],
+                      "train_wall_s_mean": round(sum(r.get("train_wall_s", 0.0) for r in rs) / len(rs), 1)})
+    return cells
+
+
+def _order(variant: str) -> int:
+    order = (*PRETRAIN["both"], *BASELINES)
+    return order.index(variant) if variant in order else len(order)
+
+
+def minus_bc(cells: list[dict]) -> list[dict]:
+    """Each DiT column minus the bc column at the same demo count (seeds pooled), with Newcombe's 95% interval."""
+    from gr2_sim.stats import newcombe_difference
+
+    by = {(c["demos"], c["variant"]): c for c in cells}
+    out = []
+    for c in cells:
+        bc = by.get((c["demos"], "bc"))
+        if c["variant"] in DIT_VARIANTS and bc is not None:
+            d, lo, hi = newcombe_difference(c["successes"], c["episodes"], bc["successes"], bc["episodes"])
+            out.append({"demos": c["demos"], "variant": c["variant"], "difference": d, "ci95": [lo, hi],
+                        "excludes_zero": lo > 0 or hi < 0})
+    return out
+
+
 def write_results(out: Path, rows: list[dict], args) -> None:
     from gr2_sim.plots import plot_success_vs_demos
 
     seconds = timing(out, rows)
-    atomic_write_text(out / "results.json", json.dumps({"env": args.env, "steps": args.steps, "mode": args.mode,
-                                                         "episodes": args.episodes, "rows": rows,
-                                                         "seconds": seconds}, indent=2))
+    cells = pooled(rows)
+    diffs = minus_bc(cells)
+    threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "automatic threads (one per free core)"
+    atomic_write_text(out / "results.json", json.dumps({
+        "env": args.env, "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode,
+        "episodes": args.episodes, "seeds": args.seeds, "baselines": args.baselines, "train_threads": args.threads,
+        "rows": rows, "pooled": cells, "minus_bc": diffs, "seconds": seconds}, indent=2))
     lines = [f"# Success vs demonstrations on {args.env}", "",
-             f"Phase 3: {args.steps} steps for every run; evaluation: {args.episodes} test episodes, "
-             f"`{args.mode}` readout; 95% Wilson intervals.", "",
-             "| demos | variant | seed | success | 95% CI | mean length | goal distance, start -> end (cm) |",
-             "|---|---|---|---|---|---|---|"]
+             f"Every run: {args.steps} training steps of batch {args.batch_size} (the budget; the wall time each run "
+             f"measured, on {threads}, is in the table); evaluation: {args.episodes} test episodes, `{args.mode}` "
+             f"readout (`head` for the baselines); 95% Wilson intervals. Variants: scratch / pretrained (the DiT "
+             f"without / with phases 1-2), no-video (the DiT on actions only), bc (the plain image-BC policy).", "",
+             "| demos | variant | seed | success | 95% CI | train wall (s) | mean length "
+             "| goal distance, start -> end (cm) | ended >1 cm closer | object moved |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["success_ci95"]
         goal = r.get("goal_distance")  # None for envs that do not report it, and for evaluations before it existed
         distance = f"{100 * goal['start_mean']:.1f} -> {100 * goal['end_mean']:.1f}" if goal else "-"
+        closer = f"{goal['closer_fraction']:.2f}" if goal else "-"
+        moved = f"{goal['moved_fraction']:.2f}" if goal and "moved_fraction" in goal else "-"
+        wall = f"{r['train_wall_s']:.0f}" if r.get("train_wall_s") is not None else "-"
         lines.append(f"| {r['demos']} | {r['variant']} | {r['seed']} | {r['success_rate']:.2f} | "
-                     f"[{lo:.2f}, {hi:.2f}] | {r['mean_length']:.1f} | {distance} |")
+                     f"[{lo:.2f}, {hi:.2f}] | {wall} | {r['mean_length']:.1f} | {distance} | {closer} | {moved} |")
+    lines += ["", "Seeds pooled (successes and episodes summed over the seeds of a cell); each DiT column minus bc "
+              "with Newcombe's 95% interval:", "",
+              "| demos | variant | seeds | success | 95% CI | per seed | mean train wall (s) | minus bc [95% CI] |",
+              "|---|---|---|---|---|---|---|---|"]
+    diff_of = {(d["demos"], d["variant"]): d for d in diffs}
+    for c in cells:
+        lo, hi = c["success_ci95"]
+        d = diff_of.get((c["demos"], c["variant"]))
+        versus = f"{d['difference']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "-"
+        lines.append(f"| {c['demos']} | {c['variant']} | {len(c['seeds'])} | {c['successes']}/{c['episodes']} = "
+                     f"{c['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}] | "
+                     f"{', '.join(f'{p:.2f}' for p in c['per_seed_success'])} | {c['train_wall_s_mean']:.0f} | "
+                     f"{versus} |")
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items() if v is not None and k != "total")
     lines += ["", f"Compute time so far: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "
               "when it ran: the lesson's cost on an idle machine only if nothing else ran beside it)."]

@@ -4,6 +4,7 @@
     robot-video  phase 2: robot video, with instructions, no action labels         L = L_video
     action       phase 3: demonstrations                                           L = L_video + lambda L_action
     idm          the inverse-dynamics model (o_t, o_t+1) -> a_t on demonstrations  L = L_action
+    bc           the plain image-BC baseline (o_t, text, state) -> a_t..a_t+T-1     L = L_action
 
 What each stage builds and optimises lives in ``gr2_sim/objectives.py``; this file is the loop.
 
@@ -114,12 +115,20 @@ def train(cfg: TrainConfig) -> Path:
                         f"or choose another --out")
 
     train_eps, valid_eps = load_data(cfg)
+    data_env_kwargs = train_eps.env_kwargs
+    train_aux = valid_aux = None
+    if cfg.aux_state:
+        from gr2_sim.dataset import split_aux_state
+
+        train_eps, train_aux = split_aux_state(train_eps, cfg.aux_state, cfg.data)
+        if valid_eps is not None:
+            valid_eps, valid_aux = split_aux_state(valid_eps, cfg.aux_state, cfg.data, stats=train_aux)
     objective = make_objective(cfg, train_eps, run, cfg.resume)
     normalizer = Normalizer.fit(train_eps) if objective.needs_normalizer else None
     if cfg.resume and ckpt.load_normalizer(run) is not None:
         normalizer = ckpt.load_normalizer(run)
     sampler_args = dict(objective.sampler_args(), normalizer=normalizer, stride=cfg.frame_stride)
-    sampler = WindowSampler(train_eps, **sampler_args)
+    sampler = WindowSampler(train_eps, **sampler_args, aux=train_aux)
     val_sampler = WindowSampler(valid_eps, **sampler_args) if valid_eps is not None else None
 
     torch.manual_seed(cfg.seed)
@@ -152,7 +161,10 @@ def train(cfg: TrainConfig) -> Path:
 
     run_config = {**objective.config_dict(), "train": dataclasses.asdict(cfg), "stage": cfg.stage,
                   "data": str(cfg.data), "env_id": train_eps.env_id,
-                  "env_kwargs": train_eps.env_kwargs, "num_train_episodes": train_eps.num_episodes,
+                  # what the policy is evaluated with: without the privileged positions when they were targets
+                  "env_kwargs": ({k: v for k, v in data_env_kwargs.items() if k != "object_state"}
+                                 if cfg.aux_state else data_env_kwargs),
+                  "data_env_kwargs": data_env_kwargs, "num_train_episodes": train_eps.num_episodes,
                   "num_train_windows": len(sampler), "world_size": world}
     if rank == 0:
         ckpt.save_run_files(run, run_config, normalizer)
@@ -229,7 +241,8 @@ def train(cfg: TrainConfig) -> Path:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
-            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss") if out.get(k) is not None})
+            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss", "aux_loss")
+                           if out.get(k) is not None})
             log(record)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("video_loss", "action_loss")})
@@ -279,7 +292,7 @@ def compile_or_eager(module: torch.nn.Module, objective, sampler, batch_size: in
 
 # ------------------------------------------------------------------------------------------ the command
 def add_arguments(p) -> None:
-    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm")
+    p.add_argument("--stage", required=True, choices=STAGES, help="video | robot-video | action | idm | bc")
     p.add_argument("--data", required=True, help="HDF5 file from `gr2-sim collect` or `gr2-sim synth`")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--init", default=None, help="run folder of the previous phase to start from")
@@ -289,6 +302,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--video-weight", type=float, default=TrainConfig.video_weight,
+                   help="weight of the video loss (0: actions only, no future frames to denoise; --stage action)")
     p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                    help="decay of the EMA weights that are validated, kept and rolled out (0: raw weights)")
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
@@ -306,6 +321,11 @@ def add_arguments(p) -> None:
                    help="random-shift augmentation of the training frames in pixels (0: none)")
     p.add_argument("--pure-noise", type=float, default=TrainConfig.pure_noise, metavar="FRACTION",
                    help="--stage action: fraction of samples with pure-noise future frames (the head readout's input)")
+    p.add_argument("--change-weight", type=float, default=TrainConfig.change_weight, metavar="W",
+                   help="video loss weight on the pixels that change, relative to the others: 1 + W (0: plain MSE)")
+    p.add_argument("--aux-state", type=int, default=0, metavar="K",
+                   help="privileged training: the last K state values of the data (6 with object_state) are targets "
+                        "of an auxiliary head, not inputs; the policy still runs from the camera (0: off)")
     p.add_argument("--no-keep-best", dest="keep_best", action="store_false",
                    help="do not keep the weights of the lowest held-out error in RUN/best/ (kept by default; "
                         "evaluate them with --ckpt RUN/best)")
@@ -320,9 +340,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], check: bool = True) -> dict:
     """``["n_layers=6", "cond_stem=conv"]`` -> ``{"n_layers": 6, "cond_stem": "conv"}`` (values as JSON, else
-    text); the field names are checked against ModelConfig."""
+    text); the field names are checked against ModelConfig (``check``; --stage bc checks them against BCConfig)."""
     from gr2_sim.config import _check_fields
 
     out = {}
@@ -334,20 +354,23 @@ def parse_overrides(items: list[str]) -> dict:
             out[key] = json.loads(text)
         except json.JSONDecodeError:
             out[key] = text
-    _check_fields(out)
+    if check:
+        _check_fields(out)
     return out
 
 
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      action_weight=args.action_weight, ema_decay=args.ema_decay, warmup=args.warmup,
+                      action_weight=args.action_weight, video_weight=args.video_weight,
+                      ema_decay=args.ema_decay, warmup=args.warmup,
                       seed=args.seed, device=args.device, threads=parse_threads(args.threads), bf16=args.bf16,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
-                      shift=args.shift, pure_noise=args.pure_noise, use_state=not args.no_state,
+                      shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
+                      aux_state=args.aux_state, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
-                      overrides=parse_overrides(args.overrides) or None)
+                      overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")
     return 0

@@ -1,5 +1,5 @@
 """Policies behind one contract (:class:`policies.base.Policy`): the GR-2 DiT, an inverse-dynamics readout,
-and reference policies (scripted expert, random)."""
+the plain image-BC baseline, and reference policies (scripted expert, random)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from policies.gr2 import GR2Policy
 
         return GR2Policy
+    if name in ("BCPolicy", "BCModel", "BCConfig"):
+        from policies import bc
+
+        return getattr(bc, name)
     if name in ("InverseDynamicsModel", "IDMConfig"):
         from policies import inverse_dynamics
 
@@ -20,5 +24,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'policies' has no attribute {name!r}")
 
 
-__all__ = ["ChunkedPolicy", "ExpertPolicy", "GR2Policy", "IDMConfig", "InverseDynamicsModel", "Policy",
+__all__ = ["BCConfig", "BCModel", "BCPolicy", "ChunkedPolicy", "ExpertPolicy", "GR2Policy", "IDMConfig", "InverseDynamicsModel", "Policy",
            "RandomPolicy"]

@@ -122,6 +122,7 @@ class GR2Policy(ChunkedPolicy):
         """
         check_mode(mode, idm_run is not None)
         config = ckpt.load_config(run_dir)  # UserError for a missing or partial folder
+        ckpt.check_dit_run(run_dir, config, f"GR2Policy (mode {mode!r})")
         if is_idm_run(config):
             raise UserError(f"{run_dir} is an inverse-dynamics run; pass it as --idm (idm_run=) and give the "
                             f"video model's run as --ckpt")

@@ -48,6 +48,7 @@ def test_observation_info_and_instruction(env_id):
     assert info["instruction"] == env.unwrapped.instruction
     assert isinstance(info["is_success"], bool)
     assert isinstance(info["goal_distance"], float) and 0.03 < info["goal_distance"] < 1.0  # not solved at reset
+    np.testing.assert_array_equal(info["object_position"], env.unwrapped.task_points()[0])  # the named object
     _, reward, terminated, truncated, info = env.step(np.zeros(7))
     assert isinstance(info["is_success"], bool) and info["instruction"] == env.unwrapped.instruction
     assert obs["image"].std() > 5  # a real picture, not a blank frame

@@ -7,9 +7,11 @@ import math
 import shutil
 import warnings
 
+import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 import gr2_sim.video as video
 from gr2_sim.cli import main
@@ -248,3 +250,69 @@ def test_eval_uses_the_env_kwargs_the_run_was_trained_with(dataset_writer, tmp_p
     assert report["config"]["env_kwargs"] == {"object_state": True}
     assert main(eval_args(tmp_path / "p", "--ckpt", str(run), env="GR2Sim/Push-v0")) == 2  # not the run's env
     assert "14-D state" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- progress metric
+class ScriptedProgressEnv(gym.Env):
+    """Episode i replays TRAJECTORIES[i]: (goal distance, object x) per step, from reset to the last step."""
+
+    TRAJECTORIES = [
+        [(0.20, 0.0), (0.20, 0.0), (0.20 - 1e-11, 1e-11)],  # settling noise only
+        [(0.20, 0.0), (0.18, 0.02), (0.15, 0.05)],  # pushed 5 cm towards the goal
+        [(0.20, 0.0), (0.25, -0.05), (0.20, 0.0)],  # pushed away and back
+        [(0.20, 0.0), (0.197, 0.003), (0.195, 0.005)],  # nudged 5 mm
+        [(0.20, 0.0), (0.20, 0.02), (0.20, 0.03)],  # slid 3 cm around the goal, at the same distance
+    ]
+    metadata = {"render_modes": []}
+
+    def __init__(self, report_object: bool = True):
+        self.observation_space = spaces.Dict({"image": spaces.Box(0, 255, (64, 64, 3), np.uint8),
+                                              "state": spaces.Box(-1, 1, (1,), np.float32)})
+        self.action_space = spaces.Box(-1, 1, (1,), np.float32)
+        self.report_object = report_object
+        self.instruction = "push the cube"
+
+    def _step_out(self):
+        distance, x = self.TRAJECTORIES[self.episode][self.t]
+        info = {"is_success": False, "goal_distance": distance}
+        if self.report_object:
+            info["object_position"] = [x, 0.0, 0.02]
+        return {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(1, np.float32)}, info
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = seed - TEST_SEED_START, 0
+        return self._step_out()
+
+    def step(self, action):
+        self.t += 1
+        obs, info = self._step_out()
+        return obs, 0.0, False, self.t == len(self.TRAJECTORIES[self.episode]) - 1, info
+
+
+class StillPolicy(Policy):
+    def reset(self):
+        pass
+
+    def select_action(self, obs):
+        return np.zeros(1, np.float32)
+
+    def predict_chunk(self, obs):
+        return np.zeros((1, 1), np.float32), None
+
+
+@pytest.mark.parametrize("report_object", [True, False])
+def test_progress_counts_only_changes_beyond_the_threshold(report_object):
+    n = len(ScriptedProgressEnv.TRAJECTORIES)
+    report = evaluate(StillPolicy(), ScriptedProgressEnv(report_object), episodes=n, progress=False)
+    g = report["aggregated"]["goal_distance"]
+    assert g["threshold_m"] == 0.01 and g["episodes"] == n
+    # only the 5 cm push ends more than 1 cm closer (the settling noise and the 5 mm nudge would count by "any amount")
+    assert g["closer_fraction"] == pytest.approx(1 / n)
+    if report_object:  # the object moved beyond 1 cm in the push, the round trip and the slide
+        assert g["moved_source"] == "object_position" and g["moved_fraction"] == pytest.approx(3 / n)
+        moved = [e["object_max_displacement"] for e in report["per_episode"]]
+        assert moved == pytest.approx([1e-11, 0.05, 0.05, 0.005, 0.03])
+    else:  # the goal distance alone cannot see the slide around the goal
+        assert g["moved_source"] == "goal_distance" and g["moved_fraction"] == pytest.approx(2 / n)
+        assert all(e["object_max_displacement"] is None for e in report["per_episode"])

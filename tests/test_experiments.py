@@ -239,3 +239,46 @@ def test_palette_measures_how_far_each_color_stands_out(tmp_path, capsys):
     assert got["table-like"]["rgb_distance"] < got["blue"]["rgb_distance"] / 2
     assert main(["experiment", "palette", "--out", str(tmp_path / "q"), "--geom", "nope"]) == 2
     assert "--geom 'nope'" in capsys.readouterr().err
+
+
+def test_changed_pixel_mse_on_a_constructed_clip():
+    """A square moves one step right: copy is wrong exactly on the pixels it left and entered, the true future
+    is right everywhere, and a prediction right on half the changed pixels halves copy's error."""
+    import torch
+
+    from gr2_sim.experiments.video_quality import changed_mse, ratio_ci
+
+    cond = -torch.ones(1, 3, 16, 16)
+    cond[..., 4:8, 4:8] = 1.0
+    future = -torch.ones(1, 1, 3, 16, 16)
+    future[..., 4:8, 6:10] = 1.0  # moved 2 px right: columns 4-5 emptied, 8-9 filled
+    copy = cond.unsqueeze(1)
+    sse, n = changed_mse(copy, future, cond, threshold=0.1)
+    assert n[0] == 16 and sse[0] == pytest.approx(16 * 4.0)  # every changed pixel off by 2 in each channel
+    sse_true, _ = changed_mse(future, future, cond, threshold=0.1)
+    assert sse_true[0] == 0
+    half = copy.clone()
+    half[..., 4:8, 8:10] = 1.0  # fills the new place, leaves the old one
+    sse_half, _ = changed_mse(half, future, cond, threshold=0.1)
+    assert sse_half[0] == pytest.approx(sse[0] / 2)
+    r = ratio_ci(np.array([1.0, 2.0]), np.array([2.0, 4.0]), seed=0)
+    assert r["ratio"] == pytest.approx(0.5) and r["ci95"] == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_video_quality_end_to_end(demo_file, tmp_path, one_torch_thread):
+    from gr2_sim.train import TrainConfig, train
+
+    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=2, preset="tiny",
+                            batch_size=4, progress=False, eval_every=2, ckpt_every=2))
+    out = tmp_path / "vq"
+    assert main(["experiment", "video-quality", "--out", str(out), "--run", str(run), "--data", str(demo_file),
+                 "--windows", "8", "--ddim-steps", "2"]) == 0
+    (r,) = summary(out)["results"]
+    assert r["windows"] == 8 and 0 < r["changed_pixel_fraction"] < 1
+    copy = r["readouts"]["copy"]
+    assert copy["changed_mse"] > 0 and "ratio_to_copy" not in copy
+    for name in ("ddim", "one-step"):
+        q = r["readouts"][name]["ratio_to_copy"]
+        assert q["ratio"] > 0 and q["ci95"][0] <= q["ratio"] <= q["ci95"][1]
+    assert main(["experiment", "video-quality", "--out", str(out), "--run", str(run), "--data", str(demo_file),
+                 "--threshold", "3"]) == 2

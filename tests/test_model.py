@@ -3,8 +3,6 @@ FLOP accounting and the reference model."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -70,7 +68,7 @@ def test_losses_follow_the_targets_given():
 
 
 def test_blocks_are_identity_and_video_head_is_zero_at_init():
-    cfg = make_config("tiny", gate_init=0.0)  # adaLN-Zero
+    cfg = make_config("tiny", gate_init=0.0, residual=False)  # adaLN-Zero
     model = VideoActionDiT(cfg)
     x, c = torch.randn(2, cfg.n_tokens, cfg.d_model), torch.randn(2, cfg.d_model)
     for block in model.blocks:
@@ -78,6 +76,33 @@ def test_blocks_are_identity_and_video_head_is_zero_at_init():
     out = model(**make_inputs(cfg))
     assert torch.equal(out.video_pred, torch.zeros_like(out.video_pred))
     assert out.actions.abs().sum() > 0  # the action head is not zero-initialised
+
+
+def test_residual_video_head_starts_as_copy_of_the_conditioning_frame():
+    cfg = make_config("tiny")
+    assert cfg.residual and cfg.future_input == "stack"
+    inputs = make_inputs(cfg)
+    out = VideoActionDiT(cfg)(**inputs)
+    copies = inputs["cond_frame"].unsqueeze(1).expand_as(out.video_pred)
+    assert torch.equal(out.video_pred, copies)  # "copy the last frame" at init, whatever the noise
+
+
+def test_stacked_future_tokens_see_the_conditioning_pixels_at_their_place():
+    """With future_input='stack' the future patch embedding reads the conditioning frame's pixels: changing one
+    conditioning patch changes the future token of that patch at the embedding, before any attention."""
+    cfg = make_config("tiny", img_size=32, patch_size=16)
+    model = VideoActionDiT(cfg)
+    assert model.patch_embed.in_features == 6 * 16 * 16
+    inputs = make_inputs(cfg, B=1)
+    cond = inputs["cond_frame"].clone()
+    cond[..., :16, :16] += 0.5  # the top-left patch only
+    stacked = lambda c: torch.cat([inputs["noisy_future"], c.unsqueeze(1).expand_as(inputs["noisy_future"])], 2)  # noqa: E731
+    a = model.patch_embed(patchify(stacked(inputs["cond_frame"]), 16)).reshape(cfg.n_future, 4, -1)
+    b = model.patch_embed(patchify(stacked(cond), 16)).reshape(cfg.n_future, 4, -1)
+    changed = (a - b).abs().amax(-1) > 0  # (T, 4 patches)
+    assert changed[:, 0].all() and not changed[:, 1:].any()
+    lesson = VideoActionDiT(make_config("lesson", d_model=32, n_heads=2, n_layers=1, img_size=32))
+    assert lesson.patch_embed.in_features == 3 * 8 * 8 and lesson.cond_embed is None
 
 
 def test_patchify_round_trip():
@@ -145,7 +170,7 @@ def test_config_validation_quotes_bad_values():
         ModelConfig(d_model=100, n_heads=8)
     with pytest.raises(ValueError, match="schedule='quadratic' is not one of"):
         ModelConfig(schedule="quadratic")
-    with pytest.raises(UserError, match=r"unknown preset 'huge'; choose one of \['base', 'small', 'tiny'\]"):
+    with pytest.raises(UserError, match=r"unknown preset 'huge'; choose one of \['base', 'lesson', 'small', 'tiny'\]"):
         make_config("huge")
     with pytest.raises(ConfigError, match="unknown ModelConfig field"):
         make_config("tiny", n_layer=3)
@@ -156,7 +181,7 @@ def test_config_json_round_trip():
 
     cfg = make_config("small", action_dim=4, state_dim=9)
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert set(PRESETS) == {"tiny", "small", "base"}
+    assert set(PRESETS) == {"tiny", "small", "base", "lesson"}
 
 
 def test_flops_and_params():
@@ -188,10 +213,11 @@ def test_attention_pool_reads_the_conditioning_frame_directly():
     pool: the attention pool reads the conditioning tokens (with their positions), mean pooling of the future
     tokens cannot see them. Mirroring the frame moves the same patches to other places."""
     torch.manual_seed(0)
-    cfg = make_config("tiny", img_size=32, patch_size=16, n_layers=1, gate_init=0.0)  # blocks are identities
+    cfg = make_config("tiny", img_size=32, patch_size=16, n_layers=1, gate_init=0.0,  # blocks are identities
+                      keypoints=0, future_input="noisy")  # the pool is then the only path to the actions
     attention = VideoActionDiT(cfg)
     mean = VideoActionDiT(make_config("tiny", img_size=32, patch_size=16, n_layers=1, gate_init=0.0,
-                                      action_pool="mean"))
+                                      action_pool="mean", keypoints=0, future_input="noisy"))
     inputs = make_inputs(cfg, B=1)
     swapped = dict(inputs, cond_frame=inputs["cond_frame"].flip(-1))  # the same patches, mirrored left-right
     for model, changes in ((attention, True), (mean, False)):
@@ -257,23 +283,57 @@ def test_spatial_softmax_finds_a_bright_pixel():
     torch.testing.assert_close(xy, torch.tensor([[-1.0, 1.0], [0.5, 0.0]]), atol=1e-3, rtol=0)
 
 
-def test_keypoints_start_switched_off_then_learn():
+def test_keypoint_encoder_reads_the_frame_at_stride_4_and_learns():
     cfg = make_config("tiny", keypoints=4, state_dim=2)
     model = VideoActionDiT(cfg)
-    randomize_zero_init(model)
-    with torch.no_grad():
-        model.keypoint_proj.weight.zero_()
-        model.keypoint_proj.bias.zero_()
     inputs = make_inputs(cfg, 4)
-    plain = VideoActionDiT(dataclasses.replace(cfg, keypoints=0))
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("keypoint")})
-    torch.testing.assert_close(model(**inputs).actions, plain(**inputs).actions)  # zero projection: no effect
+    frame, lang = inputs["cond_frame"], model.text_encoder(inputs["text_tokens"])
+    x = frame
+    for conv in model.keypoints.convs:
+        x = conv(x)
+    assert x.shape[-2:] == (cfg.img_size // 4, cfg.img_size // 4)  # a 16x16 map for a 64x64 frame
+    xy = model.keypoints(frame, lang)
+    assert xy.shape == (4, 8) and xy.abs().max() <= 1
+    assert model.action_head[1].in_features == cfg.d_model + 2 * 4 + 2  # pooled states | keypoints | state
+    moved = dict(inputs, cond_frame=inputs["cond_frame"].roll(8, dims=-1))  # the scene shifted right
+    assert not torch.allclose(model.keypoints(moved["cond_frame"], lang), xy)
     target = torch.randn(4, cfg.n_future, cfg.action_dim)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(2):
-        opt.zero_grad()
-        model(**inputs, target_actions=target).loss.backward()
-        opt.step()
-    assert model.keypoints.to_maps.weight.grad.abs().sum() > 0  # gradient reaches the keypoint maps
-    with pytest.raises(ConfigError, match="keypoints=4 reads the conv stem"):
-        make_config("tiny", keypoints=4, cond_stem="linear")
+    model(**inputs, target_actions=target).loss.backward()
+    assert model.keypoints.softmax.to_maps.weight.grad.abs().sum() > 0  # gradient reaches the keypoint maps
+    assert model.keypoints.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        make_config("tiny", keypoints=4, img_size=30, patch_size=15, cond_stem="linear")
+
+
+def test_old_design_checkpoint_config_is_refused_with_what_to_do():
+    old = make_config("tiny").to_dict()
+    for key in ("future_input", "residual", "keypoint_channels"):
+        old.pop(key)
+    with pytest.raises(ConfigError, match="before the visual pathway was redesigned.*Retrain"):
+        ModelConfig.from_dict(old)
+
+
+def test_lesson_preset_is_the_lessons_model():
+    cfg = make_config("lesson")
+    assert (cfg.patch_size, cfg.d_model, cfg.n_layers, cfg.n_heads) == (8, 256, 6, 8)
+    assert (cfg.cond_stem, cfg.future_input, cfg.action_pool, cfg.keypoints) == ("linear", "noisy", "mean", 0)
+    assert (cfg.prediction, cfg.residual, cfg.gate_init) == ("eps", False, 0.0)
+    model = VideoActionDiT(cfg)
+    assert model.cond_stem is None and model.keypoints is None and model.action_pool is None
+    for block in model.blocks:  # adaLN-Zero: every gate starts at zero
+        assert block.adaLN_modulation[-1].bias.abs().sum() == 0
+
+
+def test_change_weighted_video_loss():
+    cfg = make_config("tiny")
+    model = VideoActionDiT(cfg)
+    inputs = make_inputs(cfg)
+    target = torch.randn(2, cfg.n_future, 3, cfg.img_size, cfg.img_size)
+    plain = model(**inputs, target_noise=target).video_loss
+    ones = model(**inputs, target_noise=target, pixel_weight=torch.ones(2, cfg.n_future, 1, 64, 64)).video_loss
+    torch.testing.assert_close(plain, ones)
+    weight = torch.zeros(2, cfg.n_future, 1, 64, 64)
+    weight[..., :8, :8] = 1.0  # only one corner counts
+    pred = model(**inputs, target_noise=target).video_pred
+    corner = (pred - target)[..., :8, :8].pow(2).mean()
+    torch.testing.assert_close(model(**inputs, target_noise=target, pixel_weight=weight).video_loss, corner)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gr2_sim.cli import main
 
 
 def sweep_args(out):
     return ["sweep", "--env", "GR2Sim/Reach-v0", "--demos", "2", "4", "--pretrain", "both", "--out", str(out),
             "--steps", "2", "--pretrain-steps", "2", "2", "--clips", "3", "--robot-episodes", "3",
-            "--episodes", "2", "--videos", "0", "--preset", "tiny", "--batch-size", "2", "--workers", "1"]
+            "--episodes", "2", "--videos", "0", "--preset", "tiny", "--batch-size", "2", "--workers", "1",
+            "--seeds", "1", "--baselines", "none"]
 
 
 def test_sweep_writes_table_plot_and_resumes(tmp_path):
@@ -85,6 +88,11 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     assert "| demos | variant |" in report and "success_vs_demos.png" in report
     assert (out / "losses.png").exists() and (out / "success_vs_demos.png").exists()
     assert any((out / "videos").iterdir())
+    assert (out / "rollout.gif").stat().st_size > 1000 and "rollout.gif" in report  # the imagined future
+    imagined = json.loads((out / "imagined" / "eval.json").read_text())
+    assert imagined["config"]["policy"]["mode"] == "denoise"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} >= {"scratch", "pretrained", "bc"}
     assert main(argv) == 0  # a rerun finds everything done
 
 
@@ -102,3 +110,36 @@ def test_sweep_collects_and_evaluates_with_env_kwargs(tmp_path, capsys):
 
     assert main(sweep_args(tmp_path / "bad") + ["--env-kwargs", "{object_state: true}"]) == 2
     assert "--env-kwargs" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_sweep_with_both_baselines_and_two_seeds(tmp_path, capsys):
+    out = tmp_path / "base"
+    argv = sweep_args(out)
+    argv[argv.index("--demos") + 1:argv.index("--pretrain") + 2] = ["2", "--pretrain", "no"]
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "2", "--baselines", "bc,no-video", "--mode", "denoise"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["variant"], r["seed"]) for r in results["rows"]} == {
+        (v, s) for v in ("scratch", "bc", "no-video") for s in (0, 1)}
+    for r in results["rows"]:  # the same budget for every cell; the baselines are read out with the head
+        assert r["train_steps"] == 2 and r["train_wall_s"] >= 0
+        assert r["mode"] == ("denoise" if r["variant"] == "scratch" else "head")
+    runs = out / "runs"
+    assert json.loads((runs / "bc_N2_s1" / "config.json").read_text())["kind"] == "bc"
+    assert json.loads((runs / "no-video_N2_s0" / "config.json").read_text())["train"]["video_weight"] == 0.0
+    cells = {c["variant"]: c for c in results["pooled"]}
+    assert set(cells) == {"scratch", "bc", "no-video"}
+    for c in cells.values():  # two seeds of 2 episodes, pooled
+        assert c["seeds"] == [0, 1] and c["episodes"] == 4 and len(c["per_seed_success"]) == 2
+    diffs = {d["variant"]: d for d in results["minus_bc"]}
+    assert set(diffs) == {"scratch", "no-video"}  # every DiT column against bc
+    for v, d in diffs.items():
+        assert d["difference"] == pytest.approx(cells[v]["success_rate"] - cells["bc"]["success_rate"])
+        assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+    table = (out / "results.md").read_text()
+    assert "train wall (s)" in table and "minus bc" in table and "| 2 | no-video | 2 |" in table
+    assert (out / "success_vs_demos.png").exists()
+
+    assert main([*argv[:-2], "--baselines", "bc,dreamer"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown name(s) dreamer" in err and "known: bc, no-video" in err

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -275,6 +276,42 @@ def test_pure_noise_fraction_sets_the_noise_levels_of_the_action_stage():
         TrainConfig(stage="action", data="x", out="y", pure_noise=1.5)
 
 
+def test_video_weight_zero_trains_the_dit_on_actions_only(demo_file, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from gr2_sim.config import make_config
+    from gr2_sim.model import VideoActionDiT
+    from gr2_sim.objectives import diffusion_loss
+
+    torch.manual_seed(0)
+    model = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2))
+    diffusion = SimpleNamespace(num_steps=100, q_sample=lambda x, t, n: x, target=lambda x, n, t: x)
+    S = model.config.img_size
+    batch = {"cond": torch.zeros(4, 3, S, S), "future": torch.rand(4, 2, 3, S, S),
+             "text": torch.zeros(4, model.config.max_text_len, dtype=torch.long), "actions": torch.randn(4, 2, 7)}
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda *a, **k: seen.append(a[2]) or real_forward(*a, **k)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    out = diffusion_loss(model, diffusion, batch, 1.0, gen(), True, 0.0, video_weight=0.0)
+    assert out["video_loss"] is None and out["video_pred"] is None and torch.equal(out["loss"], out["action_loss"])
+    assert bool((seen[-1] == 99).all())  # no future frames to denoise: every future is pure noise
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.final_layer.parameters())  # the video head learns nothing
+    both = diffusion_loss(model, diffusion, batch, 1.0, gen(), True, 0.0, video_weight=0.5)
+    torch.testing.assert_close(both["loss"], 0.5 * both["video_loss"] + both["action_loss"])
+
+    base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",
+            "--no-progress", "--eval-every", "3", "--ckpt-every", "3", "--video-weight", "0"]
+    assert main([*base, "--out", str(tmp_path / "novideo")]) == 0
+    logs = [r for r in metrics(tmp_path / "novideo") if "loss" in r]
+    assert logs and all("video_loss" not in r and r["loss"] == r["action_loss"] for r in logs)
+    assert json.loads((tmp_path / "novideo" / "config.json").read_text())["train"]["video_weight"] == 0.0
+    base[base.index("action")] = "robot-video"
+    assert main([*base, "--out", str(tmp_path / "bad")]) == 2
+    assert "nothing to learn" in capsys.readouterr().err
+
+
 def test_ema_decay_and_warmup_flags(demo_file, tmp_path, capsys):
     from gr2_sim.checkpoint import load_weights
 
@@ -322,3 +359,32 @@ def test_compile_trains(demo_file, tmp_path):
                             **TINY))
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 2 and all(math.isfinite(m["loss"]) for m in metrics if "loss" in m)
+
+
+def test_aux_state_trains_a_privileged_head_the_policy_never_runs(dataset_writer, tmp_path, monkeypatch):
+    """--aux-state K: the last K state values become targets of the auxiliary head; the model reads the rest,
+    the run is evaluated without object_state, and a policy's queries never run the auxiliary head."""
+    from gr2_sim import checkpoint as ckpt
+    from gr2_sim.evaluate import trained_env_kwargs
+    from policies.gr2 import GR2Policy
+
+    data = dataset_writer(tmp_path / "os.hdf5", env_kwargs={"object_state": True})
+    run = train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "aux"), steps=4, preset="tiny",
+                            batch_size=4, progress=False, eval_every=4, ckpt_every=4, aux_state=2))
+    config = ckpt.load_config(run)
+    assert (config["model"]["aux_dim"], config["model"]["state_dim"]) == (2, 6)
+    assert config["env_kwargs"] == {} and config["data_env_kwargs"] == {"object_state": True}
+    assert len(ckpt.load_normalizer(run).state_mean) == 6
+    assert trained_env_kwargs(run, config["env_id"], None, say=False) == {}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("aux_loss", 0) > 0 for r in records)
+    policy = GR2Policy.from_checkpoint(run)
+    monkeypatch.setattr(policy.model.aux_head, "forward", lambda *a: pytest.fail("aux head ran at inference"))
+    obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(6, np.float32)}
+    policy.reset()
+    assert policy.select_action(obs).shape == (7,)
+    with pytest.raises(UserError, match="at most 7 can be auxiliary"):
+        train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "bad"), steps=1, preset="tiny",
+                          progress=False, aux_state=8))
+    with pytest.raises(UserError, match="auxiliary targets are for --stage action"):
+        TrainConfig(stage="video", data=str(data), out=str(tmp_path / "v"), aux_state=2)

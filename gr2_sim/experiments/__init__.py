@@ -7,6 +7,7 @@
     physics-probes     does phase 1 predict occlusion, falling and bouncing better than robot-only training?
     inputs             what a trained policy looks at: action error with the image, instruction or state shuffled
     palette            how far each named color stands out from the table at the policy's image size
+    video-quality      do the predicted frames beat copying the current frame over the pixels that change?
 
 Every experiment writes ``DIR/summary.json`` (its numbers, the exact command, wall time, machine) and PNG
 figures into DIR; finished pieces (datasets, training runs, rollouts) are skipped, so rerunning the same
@@ -35,6 +36,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                "what a trained policy looks at: held-out action error with one input shuffled across windows"),
     "palette": ("gr2_sim.experiments.palette",
                 "how far each named color stands out from the table (RGB distance, hue gap) at the image size"),
+    "video-quality": ("gr2_sim.experiments.video_quality",
+                      "predicted frames vs copying the current frame, MSE over the pixels that change"),
 }
 
 

@@ -73,7 +73,7 @@ def ensure_runs(args, out: Path) -> dict[str, Path]:
 def load_model(run: Path):
     from gr2_sim import checkpoint as ckpt
 
-    return ckpt.load_dit(run), ckpt.load_config(run), ckpt.load_normalizer(run)
+    return ckpt.load_dit(run, what="the attention study"), ckpt.load_config(run), ckpt.load_normalizer(run)
 
 
 def held_out_windows(data: Path, model, run_config: dict, normalizer, windows: int, seed: int):

@@ -50,7 +50,7 @@ def probe(run: Path, data: Path, windows: int, noise: float, seed: int, split: s
     from gr2_sim.dataset import WindowSampler
     from gr2_sim.diffusion import Diffusion
 
-    model = ckpt.load_dit(run)
+    model = ckpt.load_dit(run, what="the inputs study")
     cfg = model.config
     normalizer = ckpt.load_normalizer(run)
     episodes = load_episodes(data, split=split)

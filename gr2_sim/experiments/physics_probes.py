@@ -113,7 +113,8 @@ def load_video_model(run: Path | None, like: Path, seed: int):
 
     config = ckpt.load_config(run if run is not None else like)
     torch.manual_seed(seed)
-    model = ckpt.load_dit(run) if run is not None else VideoActionDiT(ckpt.load_model_config(like)).eval()
+    what = "the physics probes"
+    model = ckpt.load_dit(run, what=what) if run is not None else VideoActionDiT(ckpt.load_model_config(like, what)).eval()
     return model, int(config.get("train", {}).get("frame_stride", 1))
 
 

@@ -53,7 +53,7 @@ def sweep_args(args: argparse.Namespace, out: Path) -> argparse.Namespace:
     return argparse.Namespace(env=args.env, env_kwargs="{}", demos=list(args.demos), pretrain="both", out=str(out), steps=args.steps,
                               pretrain_steps=list(args.pretrain_steps), clips=args.clips,
                               robot_episodes=args.robot_episodes, episodes=args.episodes, videos=args.videos,
-                              mode=args.mode, seeds=list(range(args.seeds)), preset=args.preset,
+                              mode=args.mode, seeds=args.seeds, baselines="none", threads=0, preset=args.preset,
                               batch_size=args.batch_size, workers=args.workers, device=args.device,
                               overrides=list(args.overrides))
 

@@ -2,7 +2,9 @@
 
     gr2-sim bench env        rendered env steps per second per core, per task (physics + 64x64 frame)
     gr2-sim bench experts    scripted-expert success rate per task on seeds they were not tuned on
-    gr2-sim bench train      model training throughput and FLOPs utilisation per preset
+    gr2-sim bench train      model training throughput and FLOPs utilisation per preset (--device cuda: on a GPU)
+    gr2-sim bench threads    training steps/s per thread count, alone and beside a one-thread busy loop
+    gr2-sim bench latency    policy query latency (head readout, batch 1) per preset, on 1 thread
 
 Each prints a Markdown table and, with ``--json FILE``, writes the numbers as JSON.
 """
@@ -17,7 +19,8 @@ import time
 
 from gr2_sim.errors import UserError
 
-TARGETS = ("env", "experts", "train")
+TARGETS = ("env", "experts", "train", "threads", "latency")
+DEFAULT_PRESETS = ["tiny", "small", "base"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,9 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=200, help="episodes per task (experts)")
     p.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (experts)")
     p.add_argument("--noise", type=float, default=0.0, help="expert action noise (experts)")
-    p.add_argument("--presets", nargs="+", default=["tiny", "small", "base"], help="model presets (train)")
+    p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS,
+                   help="model presets (train, latency; threads: the first, default small)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (train)")
     p.add_argument("--compile", action="store_true", help="also time our model under torch.compile (train)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (train)")
+    p.add_argument("--seconds", type=float, default=8.0, help="seconds of training per cell (threads)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -108,6 +114,40 @@ def bench_experts(tasks: list[str], seeds: int, seed_start: int, noise: float) -
     return rows
 
 
+def bench_latency(presets: list[str], queries: int) -> list[dict]:
+    """Per preset: the ``head`` readout of a batch-1 policy query (one forward pass, eager under inference_mode, as
+    ``GR2Policy`` runs it) on 1 thread; median and p95 ms of ``queries`` queries after 5 warm-up queries."""
+    import numpy as np
+    import torch
+
+    from gr2_sim.config import make_config
+    from gr2_sim.diffusion import Diffusion
+    from gr2_sim.model import VideoActionDiT
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for preset in presets:
+            torch.manual_seed(0)
+            model = VideoActionDiT(make_config(preset, state_dim=8)).eval().requires_grad_(False)
+            cfg, diffusion = model.config, Diffusion(model.config)
+            cond = torch.rand(1, 3, cfg.img_size, cfg.img_size) * 2 - 1
+            tokens, state = model.text_encoder.tokenize(["push the red cube"]), torch.randn(1, cfg.state_dim)
+            generator, times = torch.Generator().manual_seed(0), []
+            with torch.inference_mode():
+                for i in range(5 + max(queries, 5)):
+                    start = time.perf_counter()
+                    diffusion.head_actions(model, cond, tokens, state, generator)
+                    if i >= 5:
+                        times.append(1000 * (time.perf_counter() - start))
+            rows.append({"preset": preset, "readout": "head", "threads": 1, "queries": len(times),
+                         "median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))})
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     keys = list(rows[0])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -116,25 +156,52 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def task_names(names: list[str] | None) -> list[str]:
     import envs
 
-    tasks = args.tasks or [t for t in envs.TASKS if t != "MultiTask"]
+    tasks = names or [t for t in envs.TASKS if t != "MultiTask"]
     unknown = [t for t in tasks if t not in envs.TASKS]
     if unknown:
         raise UserError(f"unknown task(s) {unknown}; choose from {', '.join(envs.TASKS)}")
+    return tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    header = f"gr2-sim bench {args.target} on {machine()}"
     if args.target == "env":
-        rows = bench_env(tasks, args.steps)
+        rows = bench_env(task_names(args.tasks), args.steps)
     elif args.target == "experts":
-        rows = bench_experts(tasks, args.seeds, args.seed_start, args.noise)
+        rows = bench_experts(task_names(args.tasks), args.seeds, args.seed_start, args.noise)
+    elif args.target == "threads":
+        from gr2_sim.bench_train import bench_threads
+
+        if args.seconds <= 0:
+            raise UserError(f"--seconds must be > 0, got {args.seconds}")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        preset = args.presets[0] if args.presets != DEFAULT_PRESETS else "small"
+        rows = bench_threads(preset, args.batch_size, args.seconds)
+        header += f"; load average (1, 5, 15 min) at the start: {load}"
+    elif args.target == "latency":
+        rows = bench_latency(args.presets, min(args.steps, 200))
     else:
         from gr2_sim.bench_train import bench_train
+        from gr2_sim.device import resolve_device
 
-        rows = bench_train(args.presets, args.batch_size, args.steps, compile=args.compile)
-    print(f"gr2-sim bench {args.target} on {machine()}")
+        device = resolve_device(args.device)
+        rows = bench_train(args.presets, args.batch_size, args.steps, compile=args.compile, device=device)
+        header += f", device {device_name(device)}"
+    print(header)
     print(table(rows))
     if args.json:
         from gr2_sim.io import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        atomic_write_text(args.json, json.dumps({"machine": machine(), "header": header, "rows": rows}, indent=2))
     return 0
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from gr2_sim.errors import UserError
@@ -29,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Before torch starts OpenMP (the command modules import torch): idle OpenMP threads sleep instead of spinning,
+    # so a job that shares its cores with another does not collapse (docs/benchmarks.md, "Threads"). A value the
+    # user set stays.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Build only the parser that is needed: importing every command module costs seconds (torch).
     if argv and argv[0] in COMMANDS:
         parser = argparse.ArgumentParser(prog=f"gr2-sim {argv[0]}", description=COMMANDS[argv[0]][1])

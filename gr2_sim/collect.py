@@ -7,12 +7,20 @@ and its crash safety). Rerunning a command on a partial file resumes it: attempt
 skipped and collection continues until the file holds ``--episodes`` episodes.
 
 Only successful episodes are kept unless ``--keep-failures``; an episode that ends by the time limit
-without success, or by a MuJoCo instability (``info['unstable']``), is a failure.
+without success, or by a MuJoCo instability (``info['unstable']``), is a failure. Success is read from the
+last step's ``info`` (``is_success``, else ``success`` > 0, else ``--success-key``; see
+:func:`gr2_sim.obs_adapter.read_success`).
+
+Any Gymnasium env works with an expert factory for it (``--expert module:function``)::
+
+    def make_expert(env, noise=0.0, seed=None):   # noise and seed are optional: only those it names are passed
+        return expert                               # expert.reset(); expert.select_action(obs) -> action
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import multiprocessing as mp
@@ -20,6 +28,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +41,7 @@ from tqdm import tqdm
 
 from gr2_sim.data import COMMIT_EVERY, TEST_SEED_START, DatasetWriter, Episode
 from gr2_sim.errors import UserError
-from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env
+from gr2_sim.obs_adapter import ObsAdapter, check_env_id, import_modules, make_env, read_success
 
 DEFAULT_EXPERT = "envs:make_expert"
 
@@ -43,11 +52,13 @@ class CollectSpec:
 
     env_id: str
     env_kwargs: dict
-    expert: str  # "module:function"; function(env, noise=, seed=) -> object with reset(), select_action(obs)
+    expert: str  # "module:function"; function(env[, noise=][, seed=]) -> object with reset(), select_action(obs)
     noise: float  # expert action-noise standard deviation
     seed: int  # attempt i uses seed + i
     image_size: int
     store_actions: bool
+    imports: tuple[str, ...] = ()  # modules imported before making the env (--import): they register its id
+    success_key: str | None = None  # info key that says success (--success-key); None: is_success, else success
 
 
 # ----------------------------------------------------------------------------- argument parsing helpers
@@ -67,7 +78,7 @@ def parse_env_kwargs(text: str) -> dict:
 
 
 def load_factory(spec: str) -> Callable:
-    """Import ``module:function`` (an expert factory)."""
+    """Import ``module:function`` (an expert factory: see :func:`call_factory` for how it is called)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UserError(f"--expert must be 'module:function', got {spec!r}")
@@ -81,8 +92,34 @@ def load_factory(spec: str) -> Callable:
     return factory
 
 
+def factory_kwargs(factory: Callable, noise: float, seed: int) -> dict:
+    """The keyword arguments of ``noise`` and ``seed`` that ``factory`` accepts (by name, or through ``**kwargs``)."""
+    offered = {"noise": noise, "seed": seed}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: offer both
+        return offered
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return offered
+    usable = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {k: v for k, v in offered.items() if k in params and params[k].kind in usable}
+
+
+def call_factory(factory: Callable, env, noise: float, seed: int):
+    """``factory(env, noise=noise, seed=seed)``, passing only the keywords the factory names.
+
+    An expert factory is ``f(env)``, ``f(env, seed=None)``, ``f(env, noise=0.0, seed=None)`` or ``f(env, **kw)``:
+    ``env`` is the Gymnasium env the expert will drive (wrapped; ``env.unwrapped`` is the simulator), ``noise`` the
+    standard deviation of Gaussian action noise to add (``--noise``), ``seed`` the seed of that noise (the
+    episode's seed). It returns an object with ``reset()`` (called at every episode start) and
+    ``select_action(obs) -> action`` (an action of ``env.action_space``).
+    """
+    return factory(env, **factory_kwargs(factory, noise, seed))
+
+
 # ----------------------------------------------------------------------------- one episode
-def run_episode(env, adapter: ObsAdapter, expert, seed: int, store_actions: bool = True) -> Episode:
+def run_episode(env, adapter: ObsAdapter, expert, seed: int, store_actions: bool = True,
+                success_key: str | None = None) -> Episode:
     """Roll out ``expert`` for one episode from ``env.reset(seed=seed)``: N actions, N + 1 frames."""
     obs, info = env.reset(seed=seed)
     expert.reset()
@@ -98,7 +135,7 @@ def run_episode(env, adapter: ObsAdapter, expert, seed: int, store_actions: bool
         states.append(state)
         actions.append(adapter.action_array(action))
         rewards.append(float(reward))
-    success = bool(info.get("is_success", False)) and not info.get("unstable", False)
+    success = read_success(info, success_key)[0] and not info.get("unstable", False)
     dones = np.zeros(len(actions), np.uint8)
     dones[-1] = 1
     return Episode(images=np.stack(frames), states=np.stack(states),
@@ -111,19 +148,21 @@ class EpisodeRunner:
 
     def __init__(self, spec: CollectSpec):
         self.spec = spec
+        import_modules(spec.imports)  # worker processes import them too: they register the env id
         self.factory = load_factory(spec.expert)
-        self.env = make_env(spec.env_id, spec.env_kwargs, spec.image_size)
+        self.env = make_env(spec.env_id, spec.env_kwargs, spec.image_size, imports=spec.imports)
         self.adapter = ObsAdapter(self.env, spec.image_size)
 
     def make_expert(self, seed: int):
         try:
-            return self.factory(self.env, noise=self.spec.noise, seed=seed)
+            return call_factory(self.factory, self.env, self.spec.noise, seed)
         except (TypeError, ValueError, KeyError, NotImplementedError, AttributeError) as err:
             raise UserError(f"--expert {self.spec.expert} cannot drive {self.spec.env_id}: {err}") from None
 
     def __call__(self, attempt: int) -> Episode:
         seed = self.spec.seed + attempt
-        return run_episode(self.env, self.adapter, self.make_expert(seed), seed, self.spec.store_actions)
+        return run_episode(self.env, self.adapter, self.make_expert(seed), seed, self.spec.store_actions,
+                           self.spec.success_key)
 
     def close(self) -> None:
         self.env.close()
@@ -243,7 +282,9 @@ class StopSignals:
 
 # ----------------------------------------------------------------------------- the command
 def add_arguments(parser) -> None:
-    parser.add_argument("--env", required=True, help="Gymnasium env id, e.g. GR2Sim/Reach-v0 (any installed id works)")
+    parser.add_argument("--env", required=True,
+                        help="Gymnasium env id, e.g. GR2Sim/Reach-v0; any registered id works, and 'module:ns/Id-v0' "
+                             "imports module first (for ids a package registers on import)")
     parser.add_argument("--episodes", type=int, required=True, help="episodes the file should hold when done")
     parser.add_argument("--out", required=True, help="output .hdf5 file; an existing one is resumed")
     parser.add_argument("--workers", type=int, default=mp.cpu_count(), help="worker processes (default: all cores)")
@@ -252,13 +293,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-actions", action="store_true", help="store robot video without action labels")
     parser.add_argument("--keep-failures", action="store_true", help="keep episodes that did not succeed")
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of gym.make keyword arguments")
-    parser.add_argument("--expert", default=DEFAULT_EXPERT, help="expert factory 'module:function(env, noise, seed)'")
+    parser.add_argument("--expert", default=DEFAULT_EXPERT,
+                        help="expert factory 'module:function': function(env[, noise=][, seed=]) returns an object "
+                             "with reset() and select_action(obs); only the keywords it names are passed "
+                             f"(default {DEFAULT_EXPERT}, the gr2-sim tasks' scripted experts)")
+    add_env_source_arguments(parser)
     parser.add_argument("--image-size", type=int, default=64, help="stored frame size in pixels (square)")
     parser.add_argument("--max-attempts", type=int, default=None,
                         help="give up after this many attempts in all (default: 5 * episodes + 20)")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it was made differently")
     parser.add_argument("--commit-every", type=float, default=COMMIT_EVERY, metavar="SECONDS",
                         help="save finished episodes to FILE at least this often (a hard kill loses at most this much)")
+
+
+def add_env_source_arguments(parser) -> None:
+    """``--import MODULE`` (repeatable) and ``--success-key KEY``: shared by collect, eval and sweep."""
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE before making the env (a package that registers its env ids on import); "
+                             "repeatable")
+    parser.add_argument("--success-key", default=None, metavar="KEY",
+                        help="info key that reports success (> 0 or true); default: info['is_success'], "
+                             "else info['success']")
+
+
+def warn_unused_noise(factory: Callable, spec: str, noise: float) -> None:
+    if noise and "noise" not in factory_kwargs(factory, noise, 0):
+        warnings.warn(f"--expert {spec} takes no 'noise' argument: --noise {noise} is not applied", stacklevel=2)
 
 
 def check_common(args, count_name: str, count: int) -> None:
@@ -287,14 +347,20 @@ def run(args) -> int:
         raise UserError(f"--noise must be a finite number >= 0, got {args.noise}")
     max_attempts = args.max_attempts or (args.episodes if args.keep_failures else 5 * args.episodes + 20)
     check_seed_range(args.seed, max_attempts)
-    check_env_id(args.env)
+    imports = tuple(args.imports)
+    check_env_id(args.env, imports)
     spec = CollectSpec(env_id=args.env, env_kwargs=parse_env_kwargs(args.env_kwargs), expert=args.expert,
                        noise=float(args.noise), seed=args.seed, image_size=args.image_size,
-                       store_actions=not args.no_actions)
+                       store_actions=not args.no_actions, imports=imports, success_key=args.success_key)
     probe = EpisodeRunner(spec)  # fail here, with one clear line, on a bad env, kwargs or expert
     probe.make_expert(spec.seed)
+    warn_unused_noise(probe.factory, spec.expert, spec.noise)
     probe.close()
     config = {k: v for k, v in asdict(spec).items() if k in ("expert", "noise", "seed")}
+    if imports:
+        config["imports"] = list(imports)
+    if spec.success_key:
+        config["success_key"] = spec.success_key
     config["keep_failures"] = bool(args.keep_failures)
     writer = DatasetWriter(args.out, env_id=args.env, env_kwargs=spec.env_kwargs, image_size=args.image_size,
                            kind="demos" if spec.store_actions else "robot_video", config=config,
@@ -329,6 +395,10 @@ def run(args) -> int:
               f"success rate {rate:.0%}) in {elapsed:.1f} s: {attempts / elapsed:.2f} attempts/s, "
               f"{steps / elapsed:.0f} stored steps/s")
         if writer.total < args.episodes:
+            hint = "" if successes else (f"; success is read from info[{args.success_key!r}]" if args.success_key else
+                                         "; success is read from info['is_success'], else info['success']: "
+                                         "name the env's own key with --success-key")
             raise UserError(f"gave up after {max_attempts} attempts with {writer.total} of {args.episodes} episodes "
-                            f"(success rate {rate:.0%}); check the expert, raise --max-attempts or --keep-failures")
+                            f"(success rate {rate:.0%}); check the expert, raise --max-attempts or --keep-failures"
+                            + hint)
     return 0

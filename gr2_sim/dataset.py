@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from gr2_sim.data import EpisodeArrays
+from gr2_sim.device import to_device
 from gr2_sim.errors import UserError
 from gr2_sim.text import tokenize
 
@@ -61,7 +62,7 @@ def _like(v: np.ndarray, x):
 
 def frames_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(..., H, W, 3)`` -> float ``(..., 3, H, W)`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = to_device(torch.from_numpy(np.ascontiguousarray(images)), device)  # uint8 over the bus; float on device
     return x.movedim(-1, -3).float().div_(127.5).sub_(1.0)
 
 
@@ -125,12 +126,12 @@ class WindowSampler:
         ep = self.ep
         out = {"cond": frames_to_tensor(ep.images[idx["cond"]], device),
                "future": frames_to_tensor(ep.images[idx["future"]], device),
-               "text": self.text_tokens[idx["episode"]].to(device)}
+               "text": to_device(self.text_tokens[idx["episode"]], device)}
         if self.use_state:
-            state = torch.from_numpy(ep.states[idx["cond"]]).to(device)
+            state = to_device(torch.from_numpy(ep.states[idx["cond"]]), device)
             out["state"] = self.normalizer.normalize_states(state) if self.normalizer is not None else state
         if self.use_actions:
-            actions = torch.from_numpy(ep.actions[idx["actions"]]).to(device)
+            actions = to_device(torch.from_numpy(ep.actions[idx["actions"]]), device)
             out["actions"] = self.normalizer.normalize_actions(actions) if self.normalizer is not None else actions
         if self.aux is not None:
             out["aux"] = self.aux.normalized(idx["cond"], device)
@@ -157,7 +158,7 @@ class AuxTargets:
     std: np.ndarray  # (K,)
 
     def normalized(self, frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        return torch.from_numpy((self.values[frames] - self.mean) / self.std).float().to(device)
+        return to_device(torch.from_numpy((self.values[frames] - self.mean) / self.std).float(), device)
 
 
 def split_aux_state(episodes: EpisodeArrays, k: int, source: str, stats: AuxTargets | None = None):

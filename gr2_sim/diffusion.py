@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from gr2_sim.config import ModelConfig
+from gr2_sim.device import to_device
 from gr2_sim.errors import UserError
 
 
@@ -37,7 +38,7 @@ def linear_betas(K: int) -> torch.Tensor:
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] reshaped to (B, 1, 1, ...) so it broadcasts against ``like``."""
-    return values.to(like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+    return to_device(values, like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))  # no host sync
 
 
 class Diffusion:

@@ -10,6 +10,8 @@ Observations reach the policy exactly as ``gr2-sim collect`` stores them (:class
 writes ``ev/p3/eval.json`` = ``{"per_episode": [...], "aggregated": {...}, "config": {...}}`` and
 ``ev/p3/videos/episode_<seed>.mp4`` for the first ``--videos`` episodes. Episode ``i`` uses seed
 ``--seed-start + i`` (>= ``TEST_SEED_START``, disjoint from every data seed), so runs compare episode by episode.
+Success is the last step's ``info["is_success"]``, else ``info["success"] > 0``, else ``info[--success-key]``;
+``config.success_key`` in eval.json says which key was read.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import torch
 from gymnasium import spaces
 from tqdm import tqdm
 
-from gr2_sim.collect import parse_env_kwargs
+from gr2_sim.collect import add_env_source_arguments, parse_env_kwargs
 from gr2_sim.data import TEST_SEED_START
 from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
-from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env
+from gr2_sim.obs_adapter import ObsAdapter, check_env_id, make_env, read_success, split_env_id
 from gr2_sim.stats import percentile_summary, wilson_interval
 from gr2_sim.text import words
 from gr2_sim.video import EpisodeRecorder, write_video
@@ -54,12 +56,13 @@ def _env_name(env: gym.Env) -> str:
     return env.spec.id if env.spec else type(env.unwrapped).__name__
 
 
-def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
-            recorder_for: Any = None) -> tuple[dict[str, Any], list[float], EpisodeRecorder | None]:
+def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int, recorder_for: Any = None,
+            success_key: str | None = None) -> tuple[dict[str, Any], list[float], EpisodeRecorder | None]:
     """Play one episode from ``env.reset(seed=seed)``.
 
     Returns the episode's record (seed, success, length, return, queries, instruction, unstable, and
-    _reports_success: whether the env's info has ``is_success``), the
+    _success_key: the info key success was read from, None if the env reported none; see
+    :func:`~gr2_sim.obs_adapter.read_success`), the
     latencies (ms) of the ``select_action`` calls that queried the model, and the video recorder (or None).
     ``recorder_for(instruction)`` makes a recorder when this episode is filmed.
     """
@@ -72,7 +75,8 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
     policy.set_instruction(instruction)
     recorder = recorder_for(instruction) if recorder_for is not None else None
     latencies: list[float] = []
-    length, total_reward, success, unstable = 0, 0.0, bool(info.get("is_success", False)), False
+    success, key = read_success(info, success_key)
+    length, total_reward, unstable = 0, 0.0, False
     terminated = truncated = False
     while not (terminated or truncated):
         frame, state = adapter.frame_and_state(obs)
@@ -91,7 +95,7 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
         obs, reward, terminated, truncated, info = env.step(env_action(env.action_space, action))
         length += 1
         total_reward += float(reward)
-        success = bool(info.get("is_success", False))
+        success, key = read_success(info, success_key)
         unstable = unstable or bool(info.get("unstable", False))
         distance, position = _goal_distance(info), _object_position(info)
         if start_distance is not None and distance is not None:
@@ -105,7 +109,7 @@ def rollout(env: gym.Env, adapter: ObsAdapter, policy: Policy, seed: int,
               "goal_distance_start": start_distance, "goal_distance_end": _goal_distance(info),
               "goal_distance_max_change": distance_change if start_distance is not None else None,
               "object_max_displacement": object_moved if start_object is not None else None,
-              "_reports_success": "is_success" in info}
+              "_success_key": key}
     return record, latencies, recorder
 
 
@@ -189,12 +193,14 @@ def success_by_word(per_episode: list[dict[str, Any]]) -> dict[str, dict[str, An
 
 def evaluate(policy: Policy, env: str | gym.Env, episodes: int, seed_start: int = TEST_SEED_START,
              env_kwargs: dict | None = None, videos: int = 0, out_dir: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, success_key: str | None = None, imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """Evaluate ``policy`` for ``episodes`` episodes on seeds ``seed_start, seed_start + 1, ...``.
 
     ``env`` is a Gymnasium id (made here with ``render_mode='rgb_array'``, frames at ``policy.image_size``) or an
     env already made (e.g. the one an ExpertPolicy reads). With ``out_dir`` the report is written to
     ``out_dir/eval.json`` (atomically) and the first ``videos`` episodes to ``out_dir/videos/``.
+    ``success_key`` names the info key that reports success (default ``is_success``, else ``success``);
+    ``imports`` are modules to import before making ``env`` (they register its id).
     Returns the report ``{"per_episode", "aggregated", "config"}``.
     """
     if not isinstance(episodes, int) or episodes < 1:
@@ -207,37 +213,43 @@ def evaluate(policy: Policy, env: str | gym.Env, episodes: int, seed_start: int 
     if videos and out_dir is None:
         raise UserError("videos need an output folder (out_dir / --out)")
     own_env = isinstance(env, str)
-    env = make_env(env, env_kwargs, image_size=policy.image_size) if own_env else env
+    env = make_env(env, env_kwargs, image_size=policy.image_size, imports=imports) if own_env else env
     try:
         if videos and env.render_mode != "rgb_array":
             raise UserError(f"{_env_name(env)} was made with render_mode={env.render_mode!r}; videos need 'rgb_array'")
         adapter = ObsAdapter(env, policy.image_size)
         policy.check_env_compat(env)
-        report = _run(policy, env, adapter, episodes, seed_start, videos, out_dir, progress)
+        report = _run(policy, env, adapter, episodes, seed_start, videos, out_dir, progress, success_key)
     finally:
         if own_env:
             env.close()
+    keys = [k for k in report.pop("success_keys") if k is not None]
     report["config"] = {"env_id": _env_name(env), "env_kwargs": env_kwargs or {}, "episodes": episodes,
-                        "seed_start": seed_start, "videos": videos, "policy": policy.describe()}
+                        "seed_start": seed_start, "videos": videos, "policy": policy.describe(),
+                        "success_key": keys[0] if keys else None}
     if out_dir is not None:
         atomic_write_text(Path(out_dir) / "eval.json", json.dumps(report, indent=2))
     return report
 
 
 def _run(policy: Policy, env: gym.Env, adapter: ObsAdapter, episodes: int, seed_start: int, videos: int,
-         out_dir: str | Path | None, progress: bool) -> dict[str, Any]:
+         out_dir: str | Path | None, progress: bool, success_key: str | None = None) -> dict[str, Any]:
     max_steps = env.spec.max_episode_steps if env.spec else None
     per_episode: list[dict[str, Any]] = []
     latencies: list[float] = []
+    keys: set[str | None] = set()
     start = time.perf_counter()
     with tqdm(total=episodes, unit="ep", desc="eval", dynamic_ncols=True, disable=not progress) as bar:
         for i in range(episodes):
             seed = seed_start + i
             film = (lambda text: EpisodeRecorder(text, max_steps)) if i < videos else None  # noqa: E731
-            record, lat, recorder = rollout(env, adapter, policy, seed, film)
-            if not record.pop("_reports_success") and not per_episode:
-                warnings.warn(f"{_env_name(env)} gives no info['is_success']: its episodes count as failures",
-                              stacklevel=2)
+            record, lat, recorder = rollout(env, adapter, policy, seed, film, success_key)
+            key = record.pop("_success_key")
+            if key is None and None not in keys:
+                named = f"info[{success_key!r}]" if success_key else "info['is_success'] or info['success']"
+                warnings.warn(f"{_env_name(env)} gives no {named}: its episodes count as failures"
+                              + ("" if success_key else "; name the env's own key with --success-key"), stacklevel=2)
+            keys.add(key)
             record["video"] = None
             if recorder is not None:
                 path = write_video(Path(out_dir) / "videos" / f"episode_{seed}.mp4", recorder.frames(record["success"]))
@@ -247,15 +259,17 @@ def _run(policy: Policy, env: gym.Env, adapter: ObsAdapter, episodes: int, seed_
             bar.update(1)
             rate = sum(e["success"] for e in per_episode) / len(per_episode)
             bar.set_postfix(success=f"{rate:.0%}", len=record["length"])
-    return {"per_episode": per_episode, "aggregated": aggregate(per_episode, latencies, time.perf_counter() - start)}
+    return {"per_episode": per_episode, "aggregated": aggregate(per_episode, latencies, time.perf_counter() - start),
+            "success_keys": sorted(keys, key=str)}
 
 
 # ------------------------------------------------------------------------------------------ building policies
 def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: str | None = None,
-                **gr2_options: Any) -> tuple[Policy, gym.Env]:
+                imports: tuple[str, ...] = (), expert: str | None = None, **gr2_options: Any) -> tuple[Policy, gym.Env]:
     """The CLI's policy factory (the only place that names concrete policies): ``(policy, env)`` made to fit.
 
     ``gr2_options`` go to ``GR2Policy.from_checkpoint`` (mode, n_action_steps, ddim_steps, idm_run, ...).
+    ``expert`` (``module:function``, for kind 'expert') is an expert factory, as for ``gr2-sim collect``.
     """
     if kind not in POLICIES:
         raise UserError(f"--policy {kind!r} is not one of {', '.join(POLICIES)}")
@@ -264,9 +278,27 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
             raise UserError(f"--ckpt is only read by --policy gr2 (got --policy {kind})")
         from policies.scripted import ExpertPolicy, RandomPolicy
 
-        env = make_env(env_id, env_kwargs)
-        policy = ExpertPolicy(env) if kind == "expert" else RandomPolicy(env.action_space, gr2_options.get("seed", 0))
-        return policy, env
+        if expert is not None and kind != "expert":
+            raise UserError(f"--expert is only read by --policy expert (got --policy {kind})")
+        env = make_env(env_id, env_kwargs, imports=imports)
+        try:
+            if kind == "random":
+                return RandomPolicy(env.action_space, gr2_options.get("seed", 0)), env
+            if expert is None:
+                return ExpertPolicy(env), env
+            from gr2_sim.collect import call_factory, load_factory
+
+            factory = load_factory(expert)
+            try:
+                made = call_factory(factory, env, 0.0, gr2_options.get("seed", 0))
+            except (TypeError, ValueError, KeyError, NotImplementedError, AttributeError) as err:
+                raise UserError(f"--expert {expert} cannot drive {env_id}: {err}") from None
+            return ExpertPolicy(env, expert=made, name=expert), env
+        except BaseException:
+            env.close()
+            raise
+    if expert is not None:
+        raise UserError("--expert is only read by --policy expert (got --policy gr2)")
     if ckpt is None:
         raise UserError("--policy gr2 needs --ckpt RUN (a `gr2-sim train --stage action` or `--stage bc` run folder)")
     from gr2_sim import checkpoint
@@ -277,7 +309,7 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
         from policies.gr2 import GR2Policy
 
         policy = GR2Policy.from_checkpoint(ckpt, **gr2_options)
-    env = make_env(env_id, env_kwargs, image_size=policy.image_size)  # frames as the model was trained on
+    env = make_env(env_id, env_kwargs, image_size=policy.image_size, imports=imports)  # frames as trained on
     try:
         policy.attach_env(env)
     except BaseException:
@@ -287,8 +319,9 @@ def make_policy(kind: str, env_id: str, env_kwargs: dict | None = None, ckpt: st
 
 
 def bc_policy(ckpt: str, mode: str = "head", idm_run: str | None = None, n_action_steps: int | None = None,
-              temporal_ensemble: float | None = None, device: str = "auto", **ignored: Any) -> Policy:
-    """A ``--stage bc`` run as a policy; its one readout is ``head`` (DDIM steps, seed and tracing do not apply)."""
+              temporal_ensemble: float | None = None, device: str = "auto", num_threads: int | None = None,
+              **ignored: Any) -> Policy:
+    """A ``--stage bc`` run as a policy; its one readout is ``head`` (DDIM steps and seed do not apply)."""
     from gr2_sim.checkpoint import dit_only_error
     from policies.bc import BCPolicy
 
@@ -297,7 +330,7 @@ def bc_policy(ckpt: str, mode: str = "head", idm_run: str | None = None, n_actio
     if idm_run is not None:
         raise dit_only_error(ckpt, "--idm")
     return BCPolicy.from_checkpoint(ckpt, n_action_steps=n_action_steps, temporal_ensemble=temporal_ensemble,
-                                    device=device)
+                                    device=device, num_threads=num_threads)
 
 
 def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: bool = True) -> dict:
@@ -311,7 +344,8 @@ def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: b
 
     config = checkpoint.load_config(ckpt)
     kwargs = config.get("env_kwargs") or {}
-    if not kwargs or config.get("env_id") != env_id:
+    same_env = split_env_id(str(config.get("env_id")))[1] == split_env_id(env_id)[1]  # with or without "module:"
+    if not kwargs or not same_env:
         return {}
     if say:
         print(f"env kwargs {json.dumps(kwargs)}: the ones {ckpt} was trained with (--env-kwargs overrides them)")
@@ -320,16 +354,18 @@ def trained_env_kwargs(ckpt: str | Path, env_id: str, given: dict | None, say: b
 
 def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "head",
                  out_dir: str | Path | None = None, env_kwargs: dict | None = None, videos: int = 0,
-                 seed_start: int = TEST_SEED_START, progress: bool = False, **policy_options: Any) -> dict[str, Any]:
+                 seed_start: int = TEST_SEED_START, progress: bool = False, imports: tuple[str, ...] = (),
+                 success_key: str | None = None, **policy_options: Any) -> dict[str, Any]:
     """Evaluate one run folder (for sweeps): the ``aggregated`` dict of :func:`evaluate`.
 
     ``policy_options``: n_action_steps, ddim_steps, temporal_ensemble, device, idm_run, seed.
     """
     threads = torch.get_num_threads()  # loading a policy tunes torch's threads for batch-1 inference
     env_kwargs = trained_env_kwargs(run_dir, env_id, env_kwargs, say=False)
-    policy, env = make_policy("gr2", env_id, env_kwargs, ckpt=str(run_dir), mode=mode, **policy_options)
+    policy, env = make_policy("gr2", env_id, env_kwargs, ckpt=str(run_dir), imports=imports, mode=mode,
+                              **policy_options)
     try:
-        report = evaluate(policy, env, episodes, seed_start, env_kwargs, videos, out_dir, progress)
+        report = evaluate(policy, env, episodes, seed_start, env_kwargs, videos, out_dir, progress, success_key)
     finally:
         env.close()
         torch.set_num_threads(threads)  # a sweep trains again in this process: give training its threads back
@@ -340,7 +376,9 @@ def evaluate_run(run_dir: str | Path, env_id: str, episodes: int, mode: str = "h
 def add_arguments(p) -> None:
     p.add_argument("--ckpt", default=None,
                    help="run folder of a `gr2-sim train --stage action` (DiT) or `--stage bc` (image BC) run")
-    p.add_argument("--env", required=True, help="Gymnasium env id, e.g. GR2Sim/Reach-v0 (any installed id works)")
+    p.add_argument("--env", required=True,
+                   help="Gymnasium env id, e.g. GR2Sim/Reach-v0; any registered id works, and 'module:ns/Id-v0' "
+                        "imports module first")
     p.add_argument("--episodes", type=int, required=True, help="test episodes")
     p.add_argument("--out", required=True, help="output folder: eval.json and videos/")
     p.add_argument("--policy", default="gr2", choices=POLICIES, help="gr2 (default), or the expert / random baselines")
@@ -358,9 +396,13 @@ def add_arguments(p) -> None:
     p.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="episode i uses seed SEED_START + i")
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-trace", action="store_true",
-                   help="query the model eagerly instead of through its traced copy (gr2_sim/traced.py)")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads for the policy's queries (default auto: OMP_NUM_THREADS if set, else one per free "
+                        "core, at most half the cores: the simulator and renderer need the rest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--expert", default=None, metavar="MODULE:FUNCTION",
+                   help="--policy expert: the expert factory, as for gr2-sim collect (default: the gr2-sim tasks' own)")
+    add_env_source_arguments(p)
 
 
 def run(args) -> int:
@@ -369,19 +411,27 @@ def run(args) -> int:
     if args.seed_start < TEST_SEED_START:
         raise UserError(f"--seed-start {args.seed_start} is below {TEST_SEED_START}, among the data seeds; "
                         f"use --seed-start >= {TEST_SEED_START}")
-    check_env_id(args.env)
+    check_env_id(args.env, args.imports)
     env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
     if args.policy == "gr2" and args.ckpt is not None:
         env_kwargs = trained_env_kwargs(args.ckpt, args.env, env_kwargs)
     options: dict[str, Any] = {"seed": args.seed}
     if args.policy == "gr2":
-        options.update(mode=args.mode, n_action_steps=args.n_action_steps, ddim_steps=args.ddim_steps,
-                       temporal_ensemble=args.temporal_ensemble, device=args.device, idm_run=args.idm,
-                       trace=not args.no_trace)
-    policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, **options)
+        from gr2_sim.device import auto_threads, parse_threads
+        from policies.gr2 import default_threads
+
+        threads = parse_threads(args.threads)
+        threads, why = (threads, "--threads") if threads else auto_threads(limit=default_threads())
+        if args.device == "cpu" or not torch.cuda.is_available():
+            print(f"threads: {threads} ({why})", flush=True)
+        options.update(num_threads=threads, mode=args.mode, n_action_steps=args.n_action_steps,
+                       ddim_steps=args.ddim_steps, temporal_ensemble=args.temporal_ensemble, device=args.device,
+                       idm_run=args.idm)
+    policy, env = make_policy(args.policy, args.env, env_kwargs, ckpt=args.ckpt, imports=tuple(args.imports),
+                              expert=args.expert, **options)
     try:
         report = evaluate(policy, env, args.episodes, args.seed_start, env_kwargs, args.videos, args.out,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, success_key=args.success_key)
     finally:
         env.close()
     agg = report["aggregated"]

@@ -17,12 +17,13 @@ import torch
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.config import ModelConfig, make_config
 from gr2_sim.dataset import Normalizer, WindowSampler, random_shift
+from gr2_sim.device import to_device
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
 
 if TYPE_CHECKING:
-    from gr2_sim.train import TrainConfig
+    from gr2_sim.train_config import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
 HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.")
@@ -118,8 +119,8 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
         t = torch.where(torch.rand(B, generator=generator) < pure_noise, K - 1, t)
     if video_weight == 0:
         t = torch.full_like(t, K - 1)
-    t = t.to(future.device)
-    noise = torch.randn(future.shape, generator=generator).to(future.device)
+    t = to_device(t, future.device)  # drawn on the CPU generator: the same numbers on every device
+    noise = to_device(torch.randn(future.shape, generator=generator), future.device)
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t) if video_weight > 0 else None
     weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None

@@ -7,11 +7,15 @@ vector, a flat float action vector and an instruction string per episode.
   ``render_mode='rgb_array'``) and the whole observation, flattened, is the state.
 - Actions: a Box is flattened (A = its size); a Discrete is stored as its index, A = 1.
 - The instruction is ``info['instruction']``, else ``env.unwrapped.instruction``, else '' (warned once).
+- Success is ``info['is_success']``, else ``info['success'] > 0``, else a key the user names (:func:`read_success`).
+- Env ids: any registered Gymnasium id, or ``module:ns/Id-v0`` for an id that ``module`` registers on import.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -111,35 +115,86 @@ class ObsAdapter:
         return str(text)
 
 
+SUCCESS_KEYS = ("is_success", "success")  # read in this order when no --success-key is named
+
+
+def read_success(info: dict, key: str | None = None) -> tuple[bool, str | None]:
+    """``(success, key read)`` from a step's ``info``.
+
+    Without ``key``: ``info["is_success"]`` (Gymnasium's convention, and gr2-sim's), else ``info["success"] > 0``
+    (the float several benchmark suites report), else ``(False, None)``: the env says nothing about success.
+    With ``key`` (``--success-key``): ``info[key] > 0``, and ``(False, None)`` while ``info`` lacks it.
+    """
+    for name in (key,) if key else SUCCESS_KEYS:
+        if name in info:
+            value = info[name]
+            try:
+                return bool(np.asarray(value, dtype=np.float64).reshape(-1)[0] > 0), name
+            except (TypeError, ValueError, IndexError):
+                return bool(value), name
+    return False, None
+
+
+def import_modules(modules: Iterable[str], option: str = "--import") -> None:
+    """Import each module (a package that registers its Gymnasium envs when imported); UserError if one fails."""
+    for name in modules:
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise UserError(f"{option} {name!r}: cannot import it ({err}); install the package that provides it "
+                            "or correct the name") from None
+
+
+def split_env_id(env_id: str) -> tuple[str | None, str]:
+    """Gymnasium's ``module:ns/Id-v0`` form -> ``("module", "ns/Id-v0")``; a plain id -> ``(None, id)``."""
+    if ":" not in env_id:
+        return None, env_id
+    module, _, name = env_id.partition(":")
+    if not module or not name or ":" in name:
+        raise UserError(f"env id {env_id!r}: expected 'ns/Id-v0' or 'module:ns/Id-v0' (the module is imported "
+                        "first, to register the id)")
+    return module, name
+
+
 def registered_env_ids() -> list[str]:
     import envs  # noqa: F401  (registers GR2Sim/*)
 
     return sorted(k for k in gym.registry if k.startswith("GR2Sim/"))
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise a :class:`UserError` listing the gr2-sim ids when ``env_id`` is not a registered Gymnasium id."""
+def check_env_id(env_id: str, imports: Iterable[str] = ()) -> gym.envs.registration.EnvSpec:
+    """The Gymnasium spec of ``env_id``, after importing ``imports`` (``--import``) and the module of a
+    ``module:ns/Id`` id; a :class:`UserError` that says what to do when the id is not registered."""
     import envs  # noqa: F401
 
+    import_modules(imports)
+    module, name = split_env_id(env_id)
+    if module is not None:
+        import_modules([module], option=f"--env {env_id}: module")
     try:
-        gym.spec(env_id)
+        return gym.spec(name)
     except (gym.error.Error, ModuleNotFoundError, ImportError) as err:
-        raise UserError(f"unknown env id {env_id!r} ({err}); gr2-sim envs: {', '.join(registered_env_ids())} "
-                        "(any installed Gymnasium id works too, e.g. InvertedPendulum-v5)") from None
+        raise UserError(f"unknown env id {env_id!r} ({err}); gr2-sim envs: {', '.join(registered_env_ids())}. "
+                        "Any installed Gymnasium id works too (e.g. InvertedPendulum-v5); an id that a package "
+                        "registers when imported needs that package: --env module:ns/Id-v0 or --import module") \
+            from None
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None, image_size: int = 64,
-             max_episode_steps: int = 1000) -> gym.Env:
+             max_episode_steps: int = 1000, imports: Iterable[str] = ()) -> gym.Env:
     """``gym.make`` with ``render_mode='rgb_array'``; gr2-sim envs also get ``image_size``. Envs registered
-    without a time limit get ``max_episode_steps`` so an episode always ends."""
-    check_env_id(env_id)
+    without a time limit get ``max_episode_steps`` so an episode always ends. ``env_id`` may be
+    ``module:ns/Id-v0`` (the module is imported first); ``imports`` are imported before it (``--import``)."""
+    spec = check_env_id(env_id, imports)
     kwargs = dict(env_kwargs or {})
-    if env_id.startswith("GR2Sim/"):
+    if spec.id.startswith("GR2Sim/"):
         kwargs.setdefault("image_size", image_size)
-    if gym.spec(env_id).max_episode_steps is None:
+    if spec.max_episode_steps is None:
         kwargs.setdefault("max_episode_steps", max_episode_steps)
     try:
-        return gym.make(env_id, render_mode="rgb_array", **kwargs)
+        return gym.make(spec.id, render_mode="rgb_array", **kwargs)
     except (TypeError, ValueError) as err:
         raise UserError(f"cannot make {env_id} with --env-kwargs {env_kwargs}: {err}") from None
     except gym.error.DependencyNotInstalled as err:

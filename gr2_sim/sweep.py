@@ -50,7 +50,10 @@ def parse_baselines(text: str | list[str]) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="GR2Sim/PickPlace-v0")
+    p.add_argument("--env", default="GR2Sim/PickPlace-v0",
+                   help="Gymnasium env id; 'module:ns/Id-v0' imports module first (then pass --expert for collection)")
+    p.add_argument("--expert", default=None, metavar="MODULE:FUNCTION",
+                   help="expert factory for collection (as for gr2-sim collect; default: the gr2-sim tasks' experts)")
     p.add_argument("--env-kwargs", default="{}",
                    help="JSON object of gym.make keyword arguments for collection and evaluation, e.g. "
                         "'{\"object_state\": true}'")
@@ -68,13 +71,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", default="bc,no-video",
                    help=f"baseline columns, comma-separated: {', '.join(BASELINES)} (or 'none')")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads while training (the wall time in the table is on this many; 0: torch's default)")
+                   help="torch threads while training (the wall time in the table is on this many; 0: auto, as gr2-sim train)")
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="model config override for every run, as for gr2-sim train (e.g. --set keypoints=32)")
+    from gr2_sim.collect import add_env_source_arguments
+
+    add_env_source_arguments(p)
+
+
+def env_source(args) -> tuple[tuple[str, ...], str | None, str | None]:
+    """``(imports, success_key, expert)`` of a sweep's arguments; absent from a Namespace built by another
+    command (e.g. ``experiment transfer``): none."""
+    return (tuple(getattr(args, "imports", None) or ()), getattr(args, "success_key", None),
+            getattr(args, "expert", None))
+
+
+def env_source_argv(args) -> list[str]:
+    """The ``--import`` / ``--success-key`` / ``--expert`` options of this sweep, for ``gr2-sim collect``."""
+    imports, success_key, expert = env_source(args)
+    argv = [item for module in imports for item in ("--import", module)]
+    if success_key:
+        argv += ["--success-key", success_key]
+    if expert:
+        argv += ["--expert", expert]
+    return argv
 
 
 def demos_needed(n_train: int) -> int:
@@ -90,9 +114,9 @@ def ensure_data(args, data: Path) -> dict[str, Path]:
     if "pretrained" in PRETRAIN[args.pretrain]:
         jobs += [("synth", ["synth", "--clips", str(args.clips), "--frames", "16"]),
                  ("robot_video", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
-                                  str(args.robot_episodes), "--no-actions", "--seed", "500000"])]
+                                  str(args.robot_episodes), "--no-actions", "--seed", "500000", *env_source_argv(args)])]
     jobs.append(("demos", ["collect", "--env", args.env, "--env-kwargs", args.env_kwargs, "--episodes",
-                           str(demos_needed(max(args.demos))), "--noise", "0.05"]))
+                           str(demos_needed(max(args.demos))), "--noise", "0.05", *env_source_argv(args)]))
     for name, argv in jobs:
         done = paths[name].with_name(paths[name].name + ".done")
         if done.exists():
@@ -188,7 +212,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
     mode = args.mode if variant in PRETRAIN["both"] else "head"  # the baselines have no trained video half
     if not eval_json.exists():
         common = dict(data=str(paths["demos"]), demos=n, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                      device=args.device)
+                      device=args.device, threads=args.threads)  # 0: the trainer's automatic rule
         with torch_threads(args.threads):
             if variant == "bc":
                 train_if_needed(run, stage="bc", **common)
@@ -197,7 +221,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
                                 overrides=None if init else args.model,
                                 video_weight=0.0 if variant == "no-video" else 1.0, **common)
         evaluate_run(run, args.env, episodes=args.episodes, mode=mode, out_dir=run / "eval", device=args.device,
-                     videos=args.videos, progress=True)
+                     videos=args.videos, progress=True, imports=env_source(args)[0], success_key=env_source(args)[1])
     result = json.loads(eval_json.read_text())["aggregated"]
     state = load_trainer_state(run)
     return {"variant": variant, "demos": n, "seed": seed, "run": str(run), "mode": mode,
@@ -224,11 +248,13 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds is the number of training seeds per cell (0 .. N-1): at least 1, got {args.seeds}")
     if args.threads < 0:
-        raise UserError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+        raise UserError(f"--threads must be >= 0 (0: auto, one per free core), got {args.threads}")
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
+    from gr2_sim.obs_adapter import check_env_id
 
     parse_env_kwargs(args.env_kwargs)  # a bad --env-kwargs fails here, before anything is collected
+    check_env_id(args.env, env_source(args)[0])  # and so does an unknown env id or --import
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)
@@ -292,7 +318,7 @@ def write_results(out: Path, rows: list[dict], args) -> None:
     seconds = timing(out, rows)
     cells = pooled(rows)
     diffs = minus_bc(cells)
-    threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "torch's default threads"
+    threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "automatic threads (one per free core)"
     atomic_write_text(out / "results.json", json.dumps({
         "env": args.env, "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode,
         "episodes": args.episodes, "seeds": args.seeds, "baselines": args.baselines, "train_threads": args.threads,

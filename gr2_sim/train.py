@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,93 +28,10 @@ import torch.distributed as dist
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.data import load_episodes
 from gr2_sim.dataset import Normalizer, WindowSampler
+from gr2_sim.device import affinity_cores, autocast, enable_tf32, parse_threads, resolve_device, set_threads
 from gr2_sim.errors import UserError
 from gr2_sim.objectives import make_objective
-
-STAGES = ("video", "robot-video", "action", "idm", "bc")
-
-
-@dataclass
-class TrainConfig:
-    """One training run. Saved in RUN/config.json."""
-
-    stage: str  # one of STAGES (idm: the inverse-dynamics model, for the `idm` policy readout; bc: image BC)
-    data: str  # HDF5 file (gr2-sim collect / synth)
-    out: str  # run folder
-    preset: str | None = None  # model preset; default 'small', or the --init run's sizes
-    init: str | None = None  # run folder whose EMA weights start this run (phase 2 <- 1, 3 <- 2)
-    demos: int | None = None  # use only the first N training episodes (the 50/200/1000 settings)
-    steps: int = 2000  # optimizer steps
-    batch_size: int = 32  # samples per step (per process under torchrun)
-    lr: float = 1e-3  # peak AdamW learning rate (Reach, 200 demos, 1500 of 3000 steps: 82% at 1e-3, 70% at 3e-4)
-    weight_decay: float = 0.01
-    warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    action_weight: float = 1.0  # lambda in L = L_video + lambda * L_action
-    video_weight: float = 1.0  # --stage action: weight of L_video; 0 = actions only (GR-1's no-video ablation)
-    ema_decay: float = 0.999
-    text_dropout: float = 0.1  # probability of training with the null instruction
-    shift: int = 4  # random-shift augmentation of training frames, in pixels (0: none)
-    # --stage action: the fraction of samples trained with pure-noise future frames (t = K - 1), the input of the
-    # one-pass `head` readout. With t uniform, the action loss is mostly met by reading the motion off barely
-    # noised future frames, which a policy never has; see docs/results.md
-    pure_noise: float = 0.5
-    # the video loss weighs the pixels that change between the conditioning and the future frame (the arm, the
-    # moved cube: a few percent of a frame) 1 + change_weight times the static ones, so that "copy the last
-    # frame", nearly right on most pixels, is not where training settles. 0: plain mean squared error
-    change_weight: float = 4.0
-    # privileged training-time supervision (off by default; report its results apart from camera-only ones):
-    # the last K state values of the data (e.g. the 6 object and goal positions of data collected with
-    # --env-kwargs '{"object_state": true}') are not inputs but the targets of an auxiliary head on the
-    # keypoints. The policy reads the remaining state and the camera; it is evaluated without object_state
-    aux_state: int = 0
-    aux_weight: float = 1.0  # weight of the auxiliary loss
-    use_state: bool = True  # condition on proprioception when the data has it
-    compile: bool = False  # torch.compile the training forward pass (bench: 4-8% faster on 2 CPU cores; compiles first)
-    frame_stride: int = 1  # frames between consecutive predicted future frames
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 25
-    eval_every: int = 250  # validation (held-out episodes) every N steps
-    ckpt_every: int = 250  # checkpoint every N steps (at most this many steps are lost on a kill)
-    keep_every: int = 0  # also keep the weights every N steps as RUN/checkpoints/step_<N>/ (0: never)
-    keep_best: bool = True  # keep the weights of the lowest held-out error in RUN/best/
-    val_windows: int = 256
-    resume: bool = False
-    progress: bool = True
-    overrides: dict | None = None  # ModelConfig field overrides, e.g. {"n_layers": 2}
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise UserError(f"--stage {self.stage!r} is not one of {', '.join(STAGES)}")
-        if not 0 <= self.shift < 32:
-            raise UserError(f"--shift must be between 0 and 31 pixels (0 turns augmentation off), got {self.shift}")
-        if self.aux_state < 0 or (self.aux_state and self.stage != "action"):
-            raise UserError(f"--aux-state {self.aux_state}: auxiliary targets are for --stage action, K >= 1 "
-                            f"(0: off); got stage {self.stage!r}")
-        if not self.change_weight >= 0:
-            raise UserError(f"--change-weight must be >= 0 (0: plain MSE), got {self.change_weight}")
-        if not 0 <= self.pure_noise <= 1:
-            raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
-        if self.keep_every < 0:
-            raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "frame_stride"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1) (0: the EMA is the raw weights), got {self.ema_decay}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be >= 0 steps, got {self.warmup}")
-        if not self.video_weight >= 0:
-            raise UserError(f"--video-weight must be >= 0 (0: no video loss), got {self.video_weight}")
-        if self.video_weight == 0 and self.stage != "action":
-            raise UserError(f"--video-weight 0 leaves --stage {self.stage} nothing to learn; it is for --stage action "
-                            f"(the DiT trained on actions only)")
-        if self.demos is not None and self.demos < 1:
-            raise UserError(f"--demos must be >= 1, got {self.demos}")
+from gr2_sim.train_config import STAGES, TrainConfig  # defined there (no import circle); importable from here
 
 
 class TrainingDiverged(UserError):
@@ -123,16 +39,6 @@ class TrainingDiverged(UserError):
 
 
 # ------------------------------------------------------------------------------------------ set-up helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
-    return torch.device(name)
-
-
 def setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world size, device) — initialising the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -191,6 +97,16 @@ def train(cfg: TrainConfig) -> Path:
     """Run (or resume) one training stage; returns the run folder."""
     device = resolve_device(cfg.device)
     rank, world, device = setup_distributed(device)
+    if device.type == "cuda":
+        enable_tf32()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+    else:  # torchrun on one machine: the processes share the free cores
+        set_threads(cfg.threads, limit=max(1, affinity_cores() // world) if world > 1 else None, say=rank == 0)
+    bf16 = cfg.bf16 and device.type == "cuda"
+    if rank == 0 and device.type == "cuda":
+        print(f"device: {device} ({torch.cuda.get_device_name(device)}), TF32 matmuls, "
+              f"{'bf16 autocast' if bf16 else 'float32'}", flush=True)
     run = Path(cfg.out)
     if cfg.resume:
         ckpt.check_run(run, need_trainer_state=True)
@@ -304,8 +220,13 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.sample(cfg.batch_size, data_gen, device)
-        out = objective.loss(ddp_model, batch, noise_gen)
-        if not torch.isfinite(out["loss"]):
+        with autocast(device, bf16):
+            out = objective.loss(ddp_model, batch, noise_gen)
+        log_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        save_step = (step + 1) % cfg.ckpt_every == 0 or bool(cfg.keep_every and (step + 1) % cfg.keep_every == 0)
+        # A host sync: every step on CPU (free there); on CUDA (where it would stall the GPU's queue) at log and
+        # checkpoint steps only: a NaN since the last check has spread to the weights, so no NaN is ever saved.
+        if (device.type != "cuda" or log_step or save_step) and not torch.isfinite(out["loss"]):
             raise TrainingDiverged(f"the loss became {out['loss'].item()} at step {step + 1}; the last good "
                                    f"checkpoint in {run} is kept. Lower --lr (now {cfg.lr}) and resume "
                                    f"with --resume, or restart")
@@ -316,7 +237,7 @@ def train(cfg: TrainConfig) -> Path:
         step += 1
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         window_steps += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if log_step:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
@@ -388,6 +309,11 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear warm-up steps before cosine decay")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads (default auto: OMP_NUM_THREADS if set, else one per core not busy at the start; "
+                        "two threads sharing a core with another job run ~25x slower)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="on CUDA, train in float32 (TF32 matmuls) instead of under bf16 autocast")
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-state", action="store_true", help="do not condition on proprioception")
@@ -438,7 +364,7 @@ def run(args) -> int:
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, video_weight=args.video_weight,
                       ema_decay=args.ema_decay, warmup=args.warmup,
-                      seed=args.seed, device=args.device,
+                      seed=args.seed, device=args.device, threads=parse_threads(args.threads), bf16=args.bf16,
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,

@@ -22,21 +22,15 @@ from gymnasium import spaces
 
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.dataset import Normalizer, frames_to_tensor, tensor_to_frames
+from gr2_sim.device import resolve_device  # one rule for --device everywhere
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
 from gr2_sim.obs_adapter import ObsAdapter
-from gr2_sim.traced import TracedDiT
 from policies.base import ChunkedPolicy
 from policies.inverse_dynamics import InverseDynamicsModel, is_idm_run, load_idm
 
 MODES = ("head", "denoise", "idm")
-
-
-def resolve_device(name: str) -> torch.device:
-    from gr2_sim.train import resolve_device as _resolve  # one rule for --device everywhere
-
-    return _resolve(name)
 
 
 def default_threads() -> int:
@@ -73,7 +67,7 @@ class GR2Policy(ChunkedPolicy):
     def __init__(self, model: VideoActionDiT, normalizer: Normalizer | None, mode: str = "head",
                  n_action_steps: int | None = None, ddim_steps: int = 10, temporal_ensemble: float | None = None,
                  idm: tuple[InverseDynamicsModel, Normalizer] | None = None,
-                 action_space: spaces.Space | None = None, seed: int = 0, name: str = "", trace: bool = True) -> None:
+                 action_space: spaces.Space | None = None, seed: int = 0, name: str = "") -> None:
         cfg = model.config
         check_mode(mode, idm is not None)
         if n_action_steps is None:  # ensembling re-plans every step; otherwise execute the whole chunk
@@ -82,9 +76,9 @@ class GR2Policy(ChunkedPolicy):
             super().__init__(n_action_steps, cfg.n_future, temporal_ensemble)
         except ValueError as err:
             raise UserError(str(err)) from None
+        # Queries run the model eagerly under torch.inference_mode: on 1 CPU thread a `small` head query takes
+        # ~7 ms (docs/benchmarks.md), within the 10 ms target, with no TorchScript (deprecated) or compile step.
         self.model = model.eval().requires_grad_(False)
-        # what queries call: the traced model (gr2_sim/traced.py; same numbers, less per-query overhead)
-        self.net = TracedDiT(self.model) if trace else self.model
         self.device = next(model.parameters()).device
         self.diffusion = Diffusion(model.config)
         self.diffusion.ddim_timesteps(ddim_steps)  # validates 1 <= steps <= K with a clear message
@@ -120,12 +114,11 @@ class GR2Policy(ChunkedPolicy):
     def from_checkpoint(cls, run_dir: str | Path, mode: str = "head", n_action_steps: int | None = None,
                         ddim_steps: int = 10, temporal_ensemble: float | None = None, device: str = "auto",
                         idm_run: str | Path | None = None, seed: int = 0, env: Any = None,
-                        num_threads: int | None = None, trace: bool = True) -> GR2Policy:
+                        num_threads: int | None = None) -> GR2Policy:
         """Load a run folder's EMA weights, config and normaliser (and an IDM run's for ``mode='idm'``).
 
         ``env``, when given, is checked (``check_env_compat``) and its Box action space bounds the actions.
         ``num_threads`` sets ``torch.set_num_threads`` on CPU (default: :func:`default_threads`).
-        ``trace`` runs queries through a traced copy of the model (:mod:`gr2_sim.traced`); False = eager.
         """
         check_mode(mode, idm_run is not None)
         config = ckpt.load_config(run_dir)  # UserError for a missing or partial folder
@@ -145,7 +138,7 @@ class GR2Policy(ChunkedPolicy):
         model = ckpt.load_dit(run_dir)
         idm = load_idm(idm_run) if idm_run is not None else None
         policy = cls(model.to(torch_device), ckpt.load_normalizer(run_dir), mode, n_action_steps, ddim_steps,
-                     temporal_ensemble, idm, seed=seed, name=str(run_dir), trace=trace)
+                     temporal_ensemble, idm, seed=seed, name=str(run_dir))
         policy.idm_name = str(idm_run) if idm_run is not None else None
         if env is not None:
             policy.attach_env(env)
@@ -161,7 +154,7 @@ class GR2Policy(ChunkedPolicy):
         state = torch.zeros(1, cfg.state_dim, device=self.device) if cfg.state_dim else None
         future = torch.zeros(1, cfg.n_future, 3, S, S, device=self.device)
         t = torch.full((1,), self.diffusion.K - 1, dtype=torch.long, device=self.device)
-        self.net(cond, future, t, self._tokens, state, need_video=self.mode != "head")  # builds the trace
+        self.model(cond, future, t, self._tokens, state, need_video=self.mode != "head")
         if self.idm is not None:
             idm_state = torch.zeros(1, self.idm.config.state_dim, device=self.device)
             self.idm.chunk_actions(cond, future, idm_state if self.idm.config.state_dim else None)
@@ -214,9 +207,9 @@ class GR2Policy(ChunkedPolicy):
         state = self.state_normalizer.normalize_states(raw_state) if self.model.config.state_dim else None
         frames = None
         if self.mode == "head":
-            actions = self.diffusion.head_actions(self.net, cond, self._tokens, state, self.generator)
+            actions = self.diffusion.head_actions(self.model, cond, self._tokens, state, self.generator)
         else:
-            frames, actions = self.diffusion.ddim_sample(self.net, cond, self._tokens, state, self.ddim_steps,
+            frames, actions = self.diffusion.ddim_sample(self.model, cond, self._tokens, state, self.ddim_steps,
                                                          generator=self.generator, return_actions=self.mode == "denoise")
             if self.mode == "idm":
                 idm_state = self.idm_normalizer.normalize_states(raw_state) if self.idm.config.state_dim else None
@@ -245,8 +238,7 @@ class GR2Policy(ChunkedPolicy):
     def describe(self) -> dict[str, Any]:
         info = {**super().describe(), "type": "GR2Policy", "ckpt": self.name, "mode": self.mode,
                 "horizon": self.chunk_size, "seed": self.seed, "params": self.model.num_params(),
-                "device": str(self.device), "torch_threads": torch.get_num_threads(),
-                "traced": isinstance(self.net, TracedDiT)}
+                "device": str(self.device), "torch_threads": torch.get_num_threads()}
         if self.mode != "head":
             info["ddim_steps"] = self.ddim_steps
         if self.idm is not None:

@@ -15,31 +15,35 @@ from policies.base import ChunkedPolicy
 
 
 class ExpertPolicy(ChunkedPolicy):
-    """The scripted expert of a gr2-sim env (``envs.make_expert``); it reads the simulator, not ``obs``.
+    """A scripted expert as a policy: a gr2-sim env's own (``envs.make_expert``), or ``expert``, one made by
+    another package's factory (``gr2-sim eval --policy expert --expert module:function``).
 
-    ``env`` must be the env the runner steps: the expert reads its state every step.
+    ``env`` must be the env the runner steps: the gr2-sim experts read its simulator every step, not ``obs``.
+    ``select_action`` receives the runner's observation (``{"image", "state"}``, as stored by ``gr2-sim collect``).
     """
 
-    def __init__(self, env: Any, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, env: Any, noise: float = 0.0, seed: int | None = None, expert: Any = None,
+                 name: str = "envs:make_expert") -> None:
         super().__init__(n_action_steps=1, chunk_size=1)
-        import envs
+        if expert is None:
+            import envs
 
-        try:
-            self.expert = envs.make_expert(env, noise=noise, seed=seed)
-        except ValueError as err:
-            raise UserError(f"--policy expert: {err}") from None
-        self.noise = noise
+            try:
+                expert = envs.make_expert(env, noise=noise, seed=seed)
+            except ValueError as err:
+                raise UserError(f"--policy expert: {err}") from None
+        self.expert, self.noise, self.name = expert, noise, name
 
     def reset(self) -> None:
         super().reset()
         self.expert.reset()
 
     def predict_chunk(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, None]:
-        """(1, 7) actions: the expert's next action (advances its state machine)."""
+        """(1, A) actions: the expert's next action (advances its state machine)."""
         return np.asarray(self.expert.select_action(obs), np.float32)[None], None
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "ExpertPolicy", "noise": self.noise}
+        return {"type": "ExpertPolicy", "expert": self.name, "noise": self.noise}
 
 
 class RandomPolicy(ChunkedPolicy):

@@ -19,3 +19,20 @@ def test_bench_train_rows_and_the_compiled_variant(monkeypatch):
     assert [r["model"] for r in rows] == ["gr2-sim", "lesson reference", "image BC (--stage bc)"]
     assert list(rows[-1]) == list(rows[0])  # one table: the same columns
     assert rows[-1]["samples_per_s"] > 0 and 0 < rows[-1]["MFU"] < 1.5 and rows[-1]["GFLOP_per_sample"] > 0
+
+
+def test_bench_threads_measures_each_cell_with_and_without_a_busy_neighbor():
+    from gr2_sim.bench_train import bench_threads
+
+    rows = bench_threads("tiny", batch_size=2, seconds=0.1, threads=(1,), policies=("unset",))
+    assert [(r["neighbor"], r["threads"]) for r in rows] == [("none", "1"), ("1-thread busy loop", "1")]
+    assert all(r["steps_per_s"] > 0 for r in rows)
+
+
+def test_bench_latency_times_the_head_query_on_one_thread():
+    from gr2_sim.bench import bench_latency
+
+    threads = torch.get_num_threads()
+    rows = bench_latency(["tiny"], queries=5)
+    assert rows[0]["queries"] == 5 and 0 < rows[0]["median_ms"] <= rows[0]["p95_ms"]
+    assert torch.get_num_threads() == threads

@@ -378,7 +378,7 @@ def test_aux_state_trains_a_privileged_head_the_policy_never_runs(dataset_writer
     assert trained_env_kwargs(run, config["env_id"], None, say=False) == {}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("aux_loss", 0) > 0 for r in records)
-    policy = GR2Policy.from_checkpoint(run, trace=False)
+    policy = GR2Policy.from_checkpoint(run)
     monkeypatch.setattr(policy.model.aux_head, "forward", lambda *a: pytest.fail("aux head ran at inference"))
     obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(6, np.float32)}
     policy.reset()

@@ -418,6 +418,7 @@ class VideoActionDiT(nn.Module):
         pixel_weight: torch.Tensor | None = None,
         target_aux: torch.Tensor | None = None,
         aux_weight: float = 1.0,
+        action_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -431,6 +432,7 @@ class VideoActionDiT(nn.Module):
         on the pixels that change); the loss is then the weighted mean.
         target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
         when they are given); adds aux_weight * aux_loss to the loss.
+        action_mask: (B,) bool, the samples whose actions count in the action loss (None: all).
         """
         self._check_inputs(cond_frame, noisy_future, t, state)
         cfg, n = self.config, self.config.patches_per_frame
@@ -487,7 +489,11 @@ class VideoActionDiT(nn.Module):
         if target_actions is not None:
             if target_actions.shape != actions.shape:
                 raise UserError(f"target_actions shape {tuple(target_actions.shape)} != {tuple(actions.shape)}")
-            action_loss = F.mse_loss(actions, target_actions)
+            if action_mask is None:
+                action_loss = F.mse_loss(actions, target_actions)
+            else:  # the mean over the chosen samples (0, still differentiable, when none is chosen)
+                per_sample = (actions - target_actions).pow(2).flatten(1).mean(1)  # (B,)
+                action_loss = (per_sample * action_mask).sum() / action_mask.sum().clamp_min(1)
             loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
         if aux_loss is not None:
             loss = aux_weight * aux_loss if loss is None else loss + aux_weight * aux_loss

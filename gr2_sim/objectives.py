@@ -98,12 +98,14 @@ def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = 
 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
                    use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
-                   change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0):
+                   change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0,
+                   action_on_pure_noise: bool = False):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
     future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
     video loss weighs the pixels that change (:func:`changed_pixels`) 1 + change_weight times the others.
     ``aux_weight``: weight of the auxiliary (privileged) loss when the batch carries "aux" targets.
+    ``action_on_pure_noise``: the action loss averages over the pure-noise samples only (the head readout's input).
 
     ``video_weight`` scales the video term: L = video_weight * L_video + action_weight * L_action. At 0 (GR-1's
     "no video prediction" ablation) there are no future frames to denoise: every sample's future is pure noise
@@ -127,7 +129,8 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     out = model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
                 text_dropout=text_dropout, need_video=video_weight > 0, pixel_weight=weight,
-                target_aux=batch.get("aux"), aux_weight=aux_weight)
+                target_aux=batch.get("aux"), aux_weight=aux_weight,
+                action_mask=(t == K - 1) if use_actions and action_on_pure_noise else None)
     if 0 < video_weight != 1:
         out["loss"] = out["loss"] + (video_weight - 1) * out["video_loss"]
     return out
@@ -167,7 +170,8 @@ class VideoObjective:
     def loss(self, model, batch: dict, generator: torch.Generator) -> dict:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
                               self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
-                              self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight)
+                              self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight,
+                              self.cfg.action_on_pure_noise)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

@@ -321,6 +321,9 @@ def add_arguments(p) -> None:
                    help="random-shift augmentation of the training frames in pixels (0: none)")
     p.add_argument("--pure-noise", type=float, default=TrainConfig.pure_noise, metavar="FRACTION",
                    help="--stage action: fraction of samples with pure-noise future frames (the head readout's input)")
+    p.add_argument("--action-on-all-noise", dest="action_on_pure_noise", action="store_false",
+                   help="--stage action: the action loss counts every sample, at every noise level of the futures "
+                        "(default: only the pure-noise samples, the head readout's input)")
     p.add_argument("--change-weight", type=float, default=TrainConfig.change_weight, metavar="W",
                    help="video loss weight on the pixels that change, relative to the others: 1 + W (0: plain MSE)")
     p.add_argument("--aux-state", type=int, default=0, metavar="K",
@@ -368,7 +371,7 @@ def run(args) -> int:
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
-                      aux_state=args.aux_state, use_state=not args.no_state,
+                      aux_state=args.aux_state, action_on_pure_noise=args.action_on_pure_noise, use_state=not args.no_state,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
                       overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)

@@ -38,6 +38,10 @@ class TrainConfig:
     # one-pass `head` readout. With t uniform, the action loss is mostly met by reading the motion off barely
     # noised future frames, which a policy never has; see docs/results.md
     pure_noise: float = 0.5
+    # --stage action: the action loss counts only the samples with pure-noise futures (t = K - 1), so the head
+    # learns from the inputs it reads at inference (the `head` readout) and cannot meet its loss by reading the
+    # motion off barely noised future frames; the video loss still sees every noise level. False: every sample
+    action_on_pure_noise: bool = True
     # the video loss weighs the pixels that change between the conditioning and the future frame (the arm, the
     # moved cube: a few percent of a frame) 1 + change_weight times the static ones, so that "copy the last
     # frame", nearly right on most pixels, is not where training settles. 0: plain mean squared error

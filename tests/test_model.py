@@ -337,3 +337,15 @@ def test_change_weighted_video_loss():
     pred = model(**inputs, target_noise=target).video_pred
     corner = (pred - target)[..., :8, :8].pow(2).mean()
     torch.testing.assert_close(model(**inputs, target_noise=target, pixel_weight=weight).video_loss, corner)
+
+
+def test_action_mask_counts_only_the_chosen_samples():
+    cfg = make_config("tiny")
+    model = VideoActionDiT(cfg)
+    inputs = make_inputs(cfg)
+    target = torch.randn(2, cfg.n_future, cfg.action_dim)
+    out = model(**inputs, target_actions=target, action_mask=torch.tensor([True, False]))
+    first = (out.actions[0] - target[0]).pow(2).mean()
+    torch.testing.assert_close(out.action_loss, first)
+    none = model(**inputs, target_actions=target, action_mask=torch.tensor([False, False]))
+    assert none.action_loss == 0

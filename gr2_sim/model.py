@@ -328,10 +328,12 @@ class VideoActionDiT(nn.Module):
         self.final_layer = FinalLayer(D, cfg.patch_size)
         self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
         self.keypoints = KeypointEncoder(cfg.lang_dim, cfg.keypoint_channels, cfg.keypoints) if cfg.keypoints else None
+        # the pooled states are normalised on their own: the residual stream's scale (~10) would otherwise drown
+        # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
+        self.action_norm = nn.LayerNorm(D)
         head_in = D + 2 * cfg.keypoints + (cfg.state_dim if cfg.keypoints else 0)
         self.action_head = nn.Sequential(
-            nn.LayerNorm(head_in), nn.Linear(head_in, cfg.action_hidden), nn.GELU(),
-            nn.Linear(cfg.action_hidden, cfg.action_dim),
+            nn.Linear(head_in, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim),
         )
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
         self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
@@ -466,6 +468,7 @@ class VideoActionDiT(nn.Module):
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
+        per_frame = self.action_norm(per_frame)  # (B, T, D)
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
             keypoints = self.keypoints(cond_frame, lang)  # (B, 2K)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from gr2_sim.train_config import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.")
+HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.", "action_norm.")
 # a pixel "changes" between the conditioning frame and a future frame when some channel moves by more than this
 # (frames in [-1, 1]: 0.1 is 13/255 of the 0-255 range); used by the change-weighted video loss and by
 # `gr2-sim experiment video-quality`

@@ -294,7 +294,7 @@ def test_keypoint_encoder_reads_the_frame_at_stride_4_and_learns():
     assert x.shape[-2:] == (cfg.img_size // 4, cfg.img_size // 4)  # a 16x16 map for a 64x64 frame
     xy = model.keypoints(frame, lang)
     assert xy.shape == (4, 8) and xy.abs().max() <= 1
-    assert model.action_head[1].in_features == cfg.d_model + 2 * 4 + 2  # pooled states | keypoints | state
+    assert model.action_head[0].in_features == cfg.d_model + 2 * 4 + 2  # pooled states | keypoints | state
     moved = dict(inputs, cond_frame=inputs["cond_frame"].roll(8, dims=-1))  # the scene shifted right
     assert not torch.allclose(model.keypoints(moved["cond_frame"], lang), xy)
     target = torch.randn(4, cfg.n_future, cfg.action_dim)

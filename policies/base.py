@@ -142,3 +142,59 @@ class ChunkedPolicy(Policy):
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "n_action_steps": self.n_action_steps,
                 "temporal_ensemble": self.temporal_ensemble}
+
+
+class CheckpointPolicy(ChunkedPolicy):
+    """A chunked policy loaded from a training run: it knows its checkpoint's name, action size, state size and
+    frame size, checks an env against them, and clips its actions to the env's Box bounds.
+
+    Subclasses set ``name``, ``action_dim``, ``state_dim`` (0: no state) and ``image_size`` in ``__init__``.
+    """
+
+    name: str = ""
+    action_dim: int = 0
+    state_dim: int = 0
+    action_low: np.ndarray | None = None
+    action_high: np.ndarray | None = None
+
+    def attach_env(self, env: Any) -> None:
+        """Check that this checkpoint fits ``env`` (UserError if not) and clip actions to its action space."""
+        self.check_env_compat(env)
+        self.set_action_space(env.action_space)
+
+    def set_action_space(self, action_space: Any) -> None:
+        """Clip predicted actions to a Box's bounds (other spaces: no clipping)."""
+        from gymnasium import spaces
+
+        from gr2_sim.errors import UserError
+
+        if isinstance(action_space, spaces.Box):
+            if int(np.prod(action_space.shape)) != self.action_dim:
+                raise UserError(f"action space {action_space} does not hold the model's {self.action_dim}-D actions")
+            self.action_low = np.asarray(action_space.low, np.float32).reshape(-1)
+            self.action_high = np.asarray(action_space.high, np.float32).reshape(-1)
+
+    def clip(self, actions: np.ndarray) -> np.ndarray:
+        """``actions`` (..., A) clipped to the attached action space's bounds, if any."""
+        return actions if self.action_low is None else np.clip(actions, self.action_low, self.action_high)
+
+    def check_env_compat(self, env: Any) -> None:
+        """UserError when the env's action size, state size or frame size does not fit the checkpoint."""
+        from gr2_sim.errors import UserError
+        from gr2_sim.obs_adapter import ObsAdapter
+
+        adapter = ObsAdapter(env, self.image_size)
+        name = env.spec.id if getattr(env, "spec", None) else type(env.unwrapped).__name__
+        if adapter.action_dim != self.action_dim:
+            raise UserError(f"checkpoint {self.name} predicts {self.action_dim}-D actions but {name} takes "
+                            f"{adapter.action_dim}-D actions; evaluate it on the env it was trained for")
+        if self.state_dim and adapter.state_dim != self.state_dim:
+            raise UserError(f"checkpoint {self.name} reads a {self.state_dim}-D state but {name} gives "
+                            f"{adapter.state_dim}-D observations; evaluate it on the env, and with the --env-kwargs "
+                            f"(e.g. '{{\"object_state\": true}}'), its data was collected with")
+        if not adapter.uses_render:
+            size = env.observation_space["image"].shape[0]
+            if size < self.image_size:
+                raise UserError(f"{name} gives {size}px frames but checkpoint {self.name} was trained on "
+                                f"{self.image_size}px frames; make the env with image_size={self.image_size}")
+

@@ -37,7 +37,7 @@ from gr2_sim import checkpoint as ckpt
 from gr2_sim.dataset import Normalizer, frames_to_tensor
 from gr2_sim.errors import UserError
 from gr2_sim.text import DEFAULT_VOCAB_SIZE, PAD_ID, tokenize
-from policies.base import ChunkedPolicy
+from policies.base import CheckpointPolicy
 
 KIND = "bc"
 
@@ -205,7 +205,7 @@ def load_bc(run: str | Path, which: str = "ema") -> tuple[BCModel, Normalizer]:
 
 
 # ------------------------------------------------------------------------------------------ the policy
-class BCPolicy(ChunkedPolicy):
+class BCPolicy(CheckpointPolicy):
     """A trained :class:`BCModel` (EMA weights) behind the action-queue contract of ``ChunkedPolicy``.
 
     Each query maps the current frame, the normalised state and the instruction (tokenized once in
@@ -249,30 +249,6 @@ class BCPolicy(ChunkedPolicy):
             policy.attach_env(env)
         return policy
 
-    def attach_env(self, env: Any) -> None:
-        self.check_env_compat(env)
-        self.set_action_space(env.action_space)
-
-    def set_action_space(self, action_space: spaces.Space) -> None:
-        if isinstance(action_space, spaces.Box):
-            if int(np.prod(action_space.shape)) != self.action_dim:
-                raise UserError(f"action space {action_space} does not hold the model's {self.action_dim}-D actions")
-            self.action_low = np.asarray(action_space.low, np.float32).reshape(-1)
-            self.action_high = np.asarray(action_space.high, np.float32).reshape(-1)
-
-    def check_env_compat(self, env: Any) -> None:
-        from gr2_sim.obs_adapter import ObsAdapter
-
-        adapter = ObsAdapter(env, self.image_size)
-        name = env.spec.id if getattr(env, "spec", None) else type(env.unwrapped).__name__
-        if adapter.action_dim != self.action_dim:
-            raise UserError(f"checkpoint {self.name} predicts {self.action_dim}-D actions but {name} takes "
-                            f"{adapter.action_dim}-D actions; evaluate it on the env it was trained for")
-        if self.state_dim and adapter.state_dim != self.state_dim:
-            raise UserError(f"checkpoint {self.name} reads a {self.state_dim}-D state but {name} gives "
-                            f"{adapter.state_dim}-D observations; evaluate it with the env and --env-kwargs its "
-                            f"data was collected with")
-
     def set_instruction(self, text: str) -> None:
         self.instruction = str(text)
         self._tokens = self.model.tokenize([self.instruction])
@@ -293,8 +269,7 @@ class BCPolicy(ChunkedPolicy):
             state = self.normalizer.normalize_states(torch.tensor(raw, device=self.device)[None])
         actions = self.normalizer.unnormalize_actions(self.model(frame, self._tokens, state)[0])
         actions = actions.float().cpu().numpy()
-        if self.action_low is not None:
-            actions = np.clip(actions, self.action_low, self.action_high)
+        actions = self.clip(actions)
         return actions.astype(np.float32), None
 
     def describe(self) -> dict[str, Any]:

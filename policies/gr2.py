@@ -26,8 +26,7 @@ from gr2_sim.device import resolve_device  # one rule for --device everywhere
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
-from gr2_sim.obs_adapter import ObsAdapter
-from policies.base import ChunkedPolicy
+from policies.base import CheckpointPolicy
 from policies.inverse_dynamics import InverseDynamicsModel, is_idm_run, load_idm
 
 MODES = ("head", "denoise", "idm")
@@ -53,7 +52,7 @@ def check_mode(mode: str, has_idm: bool) -> None:
         raise UserError(f"an inverse-dynamics run (--idm) is only used with mode 'idm', not {mode!r}")
 
 
-class GR2Policy(ChunkedPolicy):
+class GR2Policy(CheckpointPolicy):
     """A trained :class:`VideoActionDiT` (EMA weights) behind the action-queue contract of ``ChunkedPolicy``.
 
     Each query predicts T = ``n_future`` actions (and, for ``denoise`` / ``idm``, T frames) from the current
@@ -159,36 +158,6 @@ class GR2Policy(ChunkedPolicy):
             idm_state = torch.zeros(1, self.idm.config.state_dim, device=self.device)
             self.idm.chunk_actions(cond, future, idm_state if self.idm.config.state_dim else None)
 
-    def attach_env(self, env: Any) -> None:
-        """Check that this checkpoint fits ``env`` (UserError if not) and clip actions to its action space."""
-        self.check_env_compat(env)
-        self.set_action_space(env.action_space)
-
-    def set_action_space(self, action_space: spaces.Space) -> None:
-        """Clip predicted actions to a Box's bounds (other spaces: no clipping)."""
-        if isinstance(action_space, spaces.Box):
-            if int(np.prod(action_space.shape)) != self.action_dim:
-                raise UserError(f"action space {action_space} does not hold the model's {self.action_dim}-D actions")
-            self.action_low = np.asarray(action_space.low, np.float32).reshape(-1)
-            self.action_high = np.asarray(action_space.high, np.float32).reshape(-1)
-
-    def check_env_compat(self, env: Any) -> None:
-        """UserError when the env's action size, state size or frame size does not fit the checkpoint."""
-        adapter = ObsAdapter(env, self.image_size)
-        name = env.spec.id if getattr(env, "spec", None) else type(env.unwrapped).__name__
-        if adapter.action_dim != self.action_dim:
-            raise UserError(f"checkpoint {self.name} predicts {self.action_dim}-D actions but {name} takes "
-                            f"{adapter.action_dim}-D actions; evaluate it on the env it was trained for")
-        if self.state_dim and adapter.state_dim != self.state_dim:
-            raise UserError(f"checkpoint {self.name} reads a {self.state_dim}-D state but {name} gives "
-                            f"{adapter.state_dim}-D observations; evaluate it on the env, and with the --env-kwargs "
-                            f"(e.g. '{{\"object_state\": true}}'), its data was collected with")
-        if not adapter.uses_render:
-            size = env.observation_space["image"].shape[0]
-            if size < self.image_size:
-                raise UserError(f"{name} gives {size}px frames but checkpoint {self.name} was trained on "
-                                f"{self.image_size}px frames; make the env with image_size={self.image_size}")
-
     # ----------------------------------------------------------------------------------------- the contract
     def set_instruction(self, text: str) -> None:
         """Tokenize once per episode; every query reuses the (1, L) token tensor."""
@@ -215,8 +184,7 @@ class GR2Policy(ChunkedPolicy):
                 idm_state = self.idm_normalizer.normalize_states(raw_state) if self.idm.config.state_dim else None
                 actions = self.idm.chunk_actions(cond, frames, idm_state)  # (1, T, A)
         actions = self.action_normalizer.unnormalize_actions(actions[0]).float().cpu().numpy()  # (T, A)
-        if self.action_low is not None:
-            actions = np.clip(actions, self.action_low, self.action_high)
+        actions = self.clip(actions)
         return actions.astype(np.float32), (tensor_to_frames(frames[0]) if frames is not None else None)
 
     def _inputs(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:

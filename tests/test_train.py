@@ -50,7 +50,7 @@ def test_keep_every_keeps_loadable_weights_of_one_run(demo_file, tmp_path):
     kept = kept_checkpoints(run)
     assert [step for step, _ in kept] == [2, 4, 5]
     torch.testing.assert_close(load_weights(kept[-1][1]), load_weights(run))
-    assert not torch.equal(load_weights(kept[0][1])["action_head.1.weight"], load_weights(run)["action_head.1.weight"])
+    assert not torch.equal(load_weights(kept[0][1])["action_head.0.weight"], load_weights(run)["action_head.0.weight"])
     GR2Policy.from_checkpoint(kept[0][1])  # each kept folder is a run a policy loads
     # step_2 names the zero-padded folder step_000002; a step that was not kept lists the kept ones
     assert GR2Policy.from_checkpoint(run / "checkpoints" / "step_2").action_normalizer is not None

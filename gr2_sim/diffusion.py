@@ -124,9 +124,11 @@ class Diffusion:
         x = self._noise(model, cond_frame, generator)  # (B, T, 3, H, W)
         ts = self.ddim_timesteps(steps)
         actions = None
+        # the conditioning frame's encodings are the same at every step: computed once where the model can cache
+        extra = {"cond_cache": {}} if getattr(model, "supports_cond_cache", False) else {}
         for i, t_now in enumerate(ts):
             t = torch.full((x.shape[0],), t_now, dtype=torch.long, device=x.device)
-            out = model(cond_frame, x, t, text_tokens, state)
+            out = model(cond_frame, x, t, text_tokens, state, **extra)
             x0, eps = self.predict_x0_eps(x, t, out["video_pred"])
             actions = out["actions"]
             ab_prev = self.alpha_bar[ts[i + 1]].item() if i + 1 < len(ts) else 1.0

@@ -300,6 +300,8 @@ class VideoActionDiT(nn.Module):
     """Denoises T future frames given the current frame, an instruction and (optionally) the robot state, and
     reads T actions from the same hidden states. See the module docstring for the token layout."""
 
+    supports_cond_cache = True  # forward(..., cond_cache=dict) reuses the conditioning frame's encodings
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = cfg = config
@@ -421,6 +423,7 @@ class VideoActionDiT(nn.Module):
         target_aux: torch.Tensor | None = None,
         aux_weight: float = 1.0,
         action_mask: torch.Tensor | None = None,
+        cond_cache: dict | None = None,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -435,17 +438,28 @@ class VideoActionDiT(nn.Module):
         target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
         when they are given); adds aux_weight * aux_loss to the loss.
         action_mask: (B,) bool, the samples whose actions count in the action loss (None: all).
+        cond_cache: a dict kept across calls with the same cond_frame, text_tokens and no text dropout (the
+        steps of one DDIM sampling): the instruction embedding, the conditioning frame's tokens and its
+        keypoints are computed once and reused. None: computed every call.
         """
         self._check_inputs(cond_frame, noisy_future, t, state)
         cfg, n = self.config, self.config.patches_per_frame
         pos = (self.time_pos.unsqueeze(1) + self.space_pos.unsqueeze(0)).flatten(0, 1)  # ((T+1)*n, D)
-        lang = self.text_encoder(text_tokens, text_dropout)  # (B, lang_dim); the null instruction when dropped
+        cache = cond_cache if cond_cache is not None else {}
+
+        def cached(key, compute):
+            if key not in cache:
+                cache[key] = compute()
+            return cache[key]
+
+        # (B, lang_dim); the null instruction when dropped
+        lang = cached("lang", lambda: self.text_encoder(text_tokens, text_dropout))
         future_in = noisy_future  # (B, T, 3, H, W)
         if cfg.future_input == "stack":  # every future pixel carries the current pixel beside it
             future_in = torch.cat([noisy_future, cond_frame.unsqueeze(1).expand_as(noisy_future)], dim=2)
         future_tokens = self.patch_embed(patchify(future_in, cfg.patch_size))  # (B, T*n, D)
         if self.cond_stem is not None:
-            cond_tokens = self.cond_stem(cond_frame, lang)  # (B, n, D)
+            cond_tokens = cached("cond_tokens", lambda: self.cond_stem(cond_frame, lang))  # (B, n, D)
         else:
             embed = self.cond_embed if self.cond_embed is not None else self.patch_embed
             cond_tokens = embed(patchify(cond_frame.unsqueeze(1), cfg.patch_size))  # (B, n, D)
@@ -471,7 +485,7 @@ class VideoActionDiT(nn.Module):
         per_frame = self.action_norm(per_frame)  # (B, T, D)
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
-            keypoints = self.keypoints(cond_frame, lang)  # (B, 2K)
+            keypoints = cached("keypoints", lambda: self.keypoints(cond_frame, lang))  # (B, 2K)
             if target_aux is not None:
                 if self.aux_head is None:
                     raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")

@@ -120,3 +120,26 @@ def test_ddim_with_an_oracle_denoiser_recovers_the_clean_frames(prediction):
     for steps, eta in [(5, 0.0), (20, 1.0), (1, 0.0)]:
         frames, _ = diffusion.ddim_sample(Oracle(), torch.zeros(2, 3, 16, 16), None, steps=steps, eta=eta)
         assert torch.allclose(frames, x0, atol=1e-3), (steps, eta)  # eps at t=K-1 divides by ~5e-4
+
+
+def test_ddim_encodes_the_conditioning_frame_once_with_the_same_result(monkeypatch):
+    from gr2_sim.config import make_config
+    from gr2_sim.model import VideoActionDiT
+
+    torch.manual_seed(0)
+    cfg = make_config("tiny", state_dim=2)
+    model = VideoActionDiT(cfg).eval()
+    with torch.no_grad():  # a model whose video head is not zero, so the steps differ
+        model.final_layer.linear.weight.normal_(std=0.02)
+    diffusion = Diffusion(cfg)
+    cond, tokens, state = torch.randn(2, 3, 64, 64), model.text_encoder.tokenize(["a", "b"]), torch.randn(2, 2)
+    calls = []
+    encode = model.keypoints.forward
+    monkeypatch.setattr(model.keypoints, "forward", lambda *a: calls.append(1) or encode(*a))
+    cached = diffusion.ddim_sample(model, cond, tokens, state, steps=3, generator=torch.Generator().manual_seed(1))
+    assert len(calls) == 1  # once for the three steps
+    monkeypatch.setattr(VideoActionDiT, "supports_cond_cache", False)
+    plain = diffusion.ddim_sample(model, cond, tokens, state, steps=3, generator=torch.Generator().manual_seed(1))
+    assert len(calls) == 4
+    torch.testing.assert_close(cached[0], plain[0])
+    torch.testing.assert_close(cached[1], plain[1])

@@ -239,9 +239,16 @@ class OrderedPool:
                     continue
             yield i, result
 
-    def __exit__(self, *exc) -> None:
-        if self.executor is not None:
-            # ProcessPoolExecutor has no public "terminate": stop queued work, then end the workers ourselves.
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.executor is not None and exc_type is None:
+            # a normal end: cancel the queued attempts and let the running ones finish (at most one each).
+            # Terminating workers here could kill one while it writes a result, leaving the executor's
+            # manager thread blocked on a half-read message and the process hanging at exit (seen after
+            # `gr2-sim quickstart` had finished its work)
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        elif self.executor is not None:
+            # an error or Ctrl-C: ProcessPoolExecutor has no public "terminate"; stop queued work, then end the
+            # workers ourselves
             processes = list((getattr(self.executor, "_processes", None) or {}).values())
             self.executor.shutdown(wait=False, cancel_futures=True)
             for p in processes:

@@ -151,7 +151,7 @@ class WindowSampler:
 class AuxTargets:
     """Per-frame auxiliary training targets (privileged: seen in training only, never by a policy), e.g. the
     object positions that ``object_state=True`` appends to the state; standardised with the training
-    episodes' mean and std (``stats``), which held-out windows reuse."""
+    episodes' mean and std."""
 
     values: np.ndarray  # (F, K) float32, aligned with the episodes' frames
     mean: np.ndarray  # (K,)
@@ -161,9 +161,9 @@ class AuxTargets:
         return to_device(torch.from_numpy((self.values[frames] - self.mean) / self.std).float(), device)
 
 
-def split_aux_state(episodes: EpisodeArrays, k: int, source: str, stats: AuxTargets | None = None):
-    """(episodes with the last ``k`` state values removed, AuxTargets of those values). ``stats``: reuse the
-    mean/std of the training split's targets (for held-out episodes)."""
+def split_aux_state(episodes: EpisodeArrays, k: int, source: str):
+    """(episodes with the last ``k`` state values removed, AuxTargets of those values, standardised with their
+    own mean and std)."""
     import dataclasses
 
     S = episodes.states.shape[1]
@@ -172,10 +172,8 @@ def split_aux_state(episodes: EpisodeArrays, k: int, source: str, stats: AuxTarg
                         f"auxiliary targets; collect the data with --env-kwargs '{{\"object_state\": true}}' "
                         f"(6 values: the named object's and the goal's positions), then --aux-state 6")
     values = episodes.states[:, S - k:].astype(np.float32)
-    if stats is None:
-        stats = AuxTargets(values, values.mean(0), np.maximum(values.std(0), 1e-3))
     return (dataclasses.replace(episodes, states=np.ascontiguousarray(episodes.states[:, :S - k])),
-            AuxTargets(values, stats.mean, stats.std))
+            AuxTargets(values, values.mean(0), np.maximum(values.std(0), 1e-3)))
 
 
 def random_shift(frames: list[torch.Tensor], pad: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -116,13 +116,13 @@ def train(cfg: TrainConfig) -> Path:
 
     train_eps, valid_eps = load_data(cfg)
     data_env_kwargs = train_eps.env_kwargs
-    train_aux = valid_aux = None
+    train_aux = None
     if cfg.aux_state:
         from gr2_sim.dataset import split_aux_state
 
         train_eps, train_aux = split_aux_state(train_eps, cfg.aux_state, cfg.data)
-        if valid_eps is not None:
-            valid_eps, valid_aux = split_aux_state(valid_eps, cfg.aux_state, cfg.data, stats=train_aux)
+        if valid_eps is not None:  # held-out episodes: the model's inputs only (validation scores actions)
+            valid_eps, _ = split_aux_state(valid_eps, cfg.aux_state, cfg.data)
     objective = make_objective(cfg, train_eps, run, cfg.resume)
     normalizer = Normalizer.fit(train_eps) if objective.needs_normalizer else None
     if cfg.resume and ckpt.load_normalizer(run) is not None:

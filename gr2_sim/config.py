@@ -27,7 +27,7 @@ from gr2_sim.text import DEFAULT_VOCAB_SIZE
 
 SCHEDULES = ("cosine", "linear")
 ACTION_POOLS = ("attention", "mean")
-COND_STEMS = ("linear", "conv")
+COND_STEMS = ("linear", "conv", "trunk")
 PREDICTIONS = ("x0", "eps", "v")
 POS_EMBEDS = ("sincos", "learned")
 FUTURE_INPUTS = ("stack", "noisy")
@@ -58,6 +58,9 @@ class ModelConfig:
     # how the conditioning (current) frame becomes tokens: "linear" patch embedding (the lesson's, as for the
     # future frames) or a small "conv" stem (stride-2 convolutions down to the patch grid; Xiao et al. 2021,
     # "Early convolutions help transformers see better"): the policy must locate small objects in that frame
+    # "trunk": the conditioning frame's tokens are read off the keypoint encoder's stride-4 feature map by further
+    # stride-2 convolutions, so the video loss trains the features the action head localises objects with
+    # (and video pre-training reaches them); needs keypoints > 0
     cond_stem: str = "conv"
     pos_embed: str = "sincos"  # "sincos" (fixed) or "learned"; factorised as space + time either way
     # action head
@@ -127,6 +130,11 @@ class ModelConfig:
             )
         if self.cond_stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ConfigError(f"cond_stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.cond_stem == "trunk" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 4
+                                          or not self.keypoints):
+            raise ConfigError(f"cond_stem='trunk' reads the conditioning tokens off the keypoint encoder's stride-4 "
+                              f"map: it needs keypoints > 0 (got {self.keypoints}) and a power-of-two patch_size "
+                              f">= 4 (got {self.patch_size}); or use cond_stem='conv'")
         if not isinstance(self.text_bigrams, bool):
             raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
         if self.keypoints and self.keypoint_channels < 1:

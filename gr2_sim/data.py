@@ -125,6 +125,13 @@ def _explain(h5_message: str) -> str:
     return detail
 
 
+def data_dims(path: str | os.PathLike) -> dict[str, int]:
+    """``{"image_size", "state_dim", "action_dim"}`` of a dataset file (-1: none recorded, e.g. no actions)."""
+    with open_h5(path) as f:
+        attrs = _data_group(f, path).attrs
+        return {name: int(attrs[name]) for name in ("image_size", "state_dim", "action_dim")}
+
+
 def _data_group(f: h5py.File, path) -> h5py.Group:
     if "data" not in f or "format_version" not in f["data"].attrs:
         raise UserError(f"{path}: an HDF5 file but not a gr2-sim dataset (no data/ group with a format_version)")

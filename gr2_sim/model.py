@@ -227,12 +227,40 @@ class KeypointEncoder(nn.Module):
         self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * channels) for _ in self.STRIDES)
         self.softmax = SpatialSoftmax(channels, keypoints)
 
-    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+    def features(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        """The (B, C, H/4, W/4) feature map the keypoints are read from."""
         x = frame
         for conv, norm, film in zip(self.convs, self.norms, self.films, strict=True):
             scale, shift = film(lang)[:, :, None, None].chunk(2, dim=1)
             x = F.gelu(norm(conv(x)) * (1 + scale) + shift)  # (B, C, h, w)
-        return self.softmax(x)  # (B, 2K) in [-1, 1]
+        return x
+
+    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        return self.softmax(self.features(frame, lang))  # (B, 2K) in [-1, 1]
+
+
+class TrunkStem(nn.Module):
+    """The keypoint encoder's (B, C, H/4, W/4) map -> (B, (H/p)^2, D) conditioning tokens by log2(p / 4)
+    stride-2 3x3 convolutions (GroupNorm, GELU between them; a 1x1 convolution when p = 4): the same token
+    grid as a p x p patch embedding. With it (``cond_stem="trunk"``) one convolutional trunk serves both
+    halves, and the video loss shapes the features the keypoints are read from."""
+
+    def __init__(self, channels: int, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        n = (patch_size // 4).bit_length() - 1
+        widths = [channels] + [min(d_model, channels * 2 ** (i + 1)) for i in range(n - 1)] + [d_model]
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(n))
+        self.norms = nn.ModuleList(nn.GroupNorm(8 if w % 8 == 0 else 1, w) for w in widths[1:-1])
+        if n == 0:
+            self.convs = nn.ModuleList([nn.Conv2d(channels, d_model, 1)])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < len(self.norms):
+                x = F.gelu(self.norms[i](x))
+        return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
 
 
 class SpatialSoftmax(nn.Module):
@@ -311,6 +339,7 @@ class VideoActionDiT(nn.Module):
         # the conditioning frame: a conv stem, or a linear patch embedding (shared with the future frames
         # when they are embedded alone, as in the lesson)
         self.cond_stem = ConvStem(D, cfg.patch_size, cfg.lang_dim) if cfg.cond_stem == "conv" else None
+        self.trunk_stem = TrunkStem(cfg.keypoint_channels, D, cfg.patch_size) if cfg.cond_stem == "trunk" else None
         self.cond_embed = (nn.Linear(3 * cfg.patch_size**2, D)
                            if cfg.cond_stem == "linear" and cfg.future_input == "stack" else None)
         # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
@@ -458,7 +487,10 @@ class VideoActionDiT(nn.Module):
         if cfg.future_input == "stack":  # every future pixel carries the current pixel beside it
             future_in = torch.cat([noisy_future, cond_frame.unsqueeze(1).expand_as(noisy_future)], dim=2)
         future_tokens = self.patch_embed(patchify(future_in, cfg.patch_size))  # (B, T*n, D)
-        if self.cond_stem is not None:
+        if self.trunk_stem is not None:  # one conv trunk for the keypoints and the conditioning tokens
+            trunk = cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # (B, C, H/4, W/4)
+            cond_tokens = cached("cond_tokens", lambda: self.trunk_stem(trunk))  # (B, n, D)
+        elif self.cond_stem is not None:
             cond_tokens = cached("cond_tokens", lambda: self.cond_stem(cond_frame, lang))  # (B, n, D)
         else:
             embed = self.cond_embed if self.cond_embed is not None else self.patch_embed
@@ -485,7 +517,10 @@ class VideoActionDiT(nn.Module):
         per_frame = self.action_norm(per_frame)  # (B, T, D)
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
-            keypoints = cached("keypoints", lambda: self.keypoints(cond_frame, lang))  # (B, 2K)
+            if self.trunk_stem is not None:
+                keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk))  # (B, 2K)
+            else:
+                keypoints = cached("keypoints", lambda: self.keypoints(cond_frame, lang))  # (B, 2K)
             if target_aux is not None:
                 if self.aux_head is None:
                     raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
@@ -566,6 +601,8 @@ class VideoActionDiT(nn.Module):
         embed = mm(N - n, self.future_channels * cfg.patch_size**2, D)  # future patches
         if cfg.cond_stem == "conv":
             embed += self._conv_flops(self.cond_stem.convs, self.cond_stem.films)
+        elif cfg.cond_stem == "trunk":  # the trunk itself is counted with the keypoints below
+            embed += self._conv_flops(self.trunk_stem.convs, [], side=cfg.img_size // 4)
         else:
             embed += mm(n, pix, D)
         if cfg.keypoints:  # the encoder, 1x1 maps at stride 4, the expectation
@@ -577,9 +614,10 @@ class VideoActionDiT(nn.Module):
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 
-    def _conv_flops(self, convs, films) -> int:
-        """Matmul FLOPs of a stack of convolutions (and their FiLM projections) on one frame."""
-        flops, side = 0, self.config.img_size
+    def _conv_flops(self, convs, films, side: int | None = None) -> int:
+        """Matmul FLOPs of a stack of convolutions (and their FiLM projections) on one frame (or, with
+        ``side``, on a square map of that side)."""
+        flops, side = 0, side or self.config.img_size
         for conv in convs:
             side //= conv.stride[0]
             flops += 2 * side * side * conv.in_channels * conv.kernel_size[0] ** 2 * conv.out_channels

@@ -8,8 +8,10 @@ rows and the plain image policy everybody uses):
     no-video   the same DiT from scratch trained on actions only (``--video-weight 0``: no video loss)
     bc         the plain image-BC policy (``--stage bc``, policies/bc.py)
 
-Every run gets the same training budget in steps and batch size; the wall time each run measured (on
-``--threads`` torch threads) is printed beside its result. Evaluation on held-out test seeds, the same for every
+Every run gets the same training budget (``--budget``): by default the same training FLOPs, so the image BC,
+about 15x cheaper per sample than the DiT, trains that many times more steps of the same batch (``steps``: the
+same optimizer steps for every run). The wall time each run measured (on ``--threads`` torch threads, ``--jobs``
+runs side by side) is printed beside its result. Evaluation on held-out test seeds, the same for every
 run; the baselines are read out with ``head`` (they have no trained video half). Every piece is skipped when its
 result exists, so a killed sweep resumes where it stopped::
 
@@ -33,6 +35,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
 
 PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("scratch",)}
+BUDGETS = ("flops", "steps")  # what every run of a sweep gets the same of (see the module docstring)
 BASELINES = ("bc", "no-video")  # see the module docstring
 DIT_VARIANTS = ("scratch", "pretrained", "no-video")  # the columns compared with bc
 
@@ -60,7 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos", type=int, nargs="+", default=[50, 200, 1000])
     p.add_argument("--pretrain", choices=tuple(PRETRAIN), default="both")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=3000, help="phase-3 steps, the same for every run")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="phase-3 steps of the DiT runs; with --budget flops the bc runs train as many FLOPs")
+    p.add_argument("--budget", choices=BUDGETS, default="flops",
+                   help="flops: every run gets the DiT's training FLOPs (the image BC trains more steps); "
+                        "steps: every run trains --steps steps")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="phase-3 runs trained and evaluated side by side (each on --threads threads): 2 on 2 cores")
     p.add_argument("--pretrain-steps", type=int, nargs=2, default=[2000, 1000], metavar=("P1", "P2"))
     p.add_argument("--clips", type=int, default=2000, help="synthetic clips for phase 1")
     p.add_argument("--robot-episodes", type=int, default=500, help="robot video episodes for phase 2")
@@ -141,7 +150,8 @@ def timing(out: Path, rows: list[dict]) -> dict:
     """Compute seconds of every stage of the sweep so far, each as measured when it ran (resumes included).
 
     ``data`` (collection), ``phase1``/``phase2`` (training wall_s over all sessions), ``phase3`` (sum over the
-    runs), ``eval`` (sum over the runs), ``total``; a stage that has not run, or whose time was not recorded,
+    DiT runs with video), ``baselines`` (sum over the bc and no-video runs), ``eval`` (sum over the runs),
+    ``total`` (the sum: with ``--jobs`` above 1 more than the elapsed time); a stage that has not run, or whose time was not recorded,
     is None and left out of the total. The total is the lesson's cost on an otherwise idle machine only if
     nothing else ran beside it.
     """
@@ -154,8 +164,9 @@ def timing(out: Path, rows: list[dict]) -> dict:
     data = [_seconds_done(p) for p in sorted((out / "data").glob("*.done"))]
     parts = {"data": sum(data) if data and None not in data else None,
              "phase1": train_s(out / "runs" / "phase1"), "phase2": train_s(out / "runs" / "phase2")}
-    phase3 = [train_s(Path(r["run"])) for r in rows]
-    parts["phase3"] = sum(phase3) if phase3 and None not in phase3 else None
+    for part, variants in (("phase3", PRETRAIN["both"]), ("baselines", BASELINES)):
+        times = [train_s(Path(r["run"])) for r in rows if r["variant"] in variants]
+        parts[part] = sum(times) if times and None not in times else None
     parts["eval"] = sum(r["wall_time_s"] for r in rows) if rows else None
     parts["total"] = sum(v for v in parts.values() if v is not None)
     return {k: None if v is None else round(v, 1) for k, v in parts.items()}
@@ -203,6 +214,25 @@ def train_if_needed(run: Path, **kwargs) -> Path:
     return train(TrainConfig(out=str(run), resume=state.exists(), **kwargs))
 
 
+def budget_steps(args, demos: Path) -> dict[str, int]:
+    """Training steps of each variant. The DiT columns train ``--steps``; under ``--budget flops`` the bc column
+    trains the steps that give the scratch DiT's training FLOPs (``estimate_flops()["train_step"]`` of each
+    model, built for the data's frame, state and action sizes; the same batch)."""
+    steps = {v: args.steps for v in (*PRETRAIN["both"], *BASELINES)}
+    if args.budget == "flops":
+        from gr2_sim.config import ModelConfig
+        from gr2_sim.data import data_dims
+        from gr2_sim.model import VideoActionDiT
+        from policies.bc import BCConfig, BCModel
+
+        d = data_dims(demos)
+        sizes = dict(img_size=d["image_size"], action_dim=d["action_dim"], state_dim=max(d["state_dim"], 0))
+        dit = VideoActionDiT(ModelConfig(**{**args.model, **sizes})).estimate_flops()["train_step"]
+        bc = BCModel(BCConfig(**sizes)).estimate_flops()["train_step"]
+        steps["bc"] = round(args.steps * dit / bc)
+    return steps
+
+
 def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
     from gr2_sim.checkpoint import load_trainer_state
     from gr2_sim.evaluate import evaluate_run
@@ -211,8 +241,10 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
     eval_json = run / "eval" / "eval.json"
     mode = args.mode if variant in PRETRAIN["both"] else "head"  # the baselines have no trained video half
     if not eval_json.exists():
-        common = dict(data=str(paths["demos"]), demos=n, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                      device=args.device, threads=args.threads)  # 0: the trainer's automatic rule
+        steps = args.budget_steps[variant]
+        common = dict(data=str(paths["demos"]), demos=n, steps=steps, batch_size=args.batch_size, seed=seed,
+                      device=args.device, threads=args.threads,  # 0: the trainer's automatic rule
+                      progress=args.jobs == 1, eval_every=max(250, steps // 12), ckpt_every=max(250, steps // 12))
         with torch_threads(args.threads):
             if variant == "bc":
                 train_if_needed(run, stage="bc", **common)
@@ -221,10 +253,11 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
                                 overrides=None if init else args.model,
                                 video_weight=0.0 if variant == "no-video" else 1.0, **common)
         evaluate_run(run, args.env, episodes=args.episodes, mode=mode, out_dir=run / "eval", device=args.device,
-                     videos=args.videos, progress=True, imports=env_source(args)[0], success_key=env_source(args)[1])
+                     videos=args.videos, progress=args.jobs == 1, imports=env_source(args)[0],
+                     success_key=env_source(args)[1])
     result = json.loads(eval_json.read_text())["aggregated"]
     state = load_trainer_state(run)
-    return {"variant": variant, "demos": n, "seed": seed, "run": str(run), "mode": mode,
+    return {"variant": variant, "demos": n, "seed": seed, "run": str(run), "mode": mode, "budget": args.budget,
             "train_steps": int(state["step"]), "train_wall_s": round(float(state.get("wall_s", 0.0)), 1), **result}
 
 
@@ -249,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds is the number of training seeds per cell (0 .. N-1): at least 1, got {args.seeds}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: auto, one per free core), got {args.threads}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs is the number of runs side by side: at least 1, got {args.jobs}")
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id
@@ -267,14 +302,39 @@ def run(args: argparse.Namespace) -> int:
         p2 = train_if_needed(runs / "phase2", stage="robot-video", data=str(paths["robot_video"]), init=str(p1),
                              steps=args.pretrain_steps[1], batch_size=args.batch_size, device=args.device)
         init = str(p2)
-    rows = []
-    for n in sorted(args.demos):
-        for variant in (*PRETRAIN[args.pretrain], *args.baselines):
-            for seed in range(args.seeds):
-                rows.append(run_cell(args, paths, runs, init if variant == "pretrained" else None, variant, n, seed))
-                write_results(out, rows, args)
+    args.budget_steps = budget_steps(args, paths["demos"])
+    cells = [(init if variant == "pretrained" else None, variant, n, seed) for n in sorted(args.demos)
+             for variant in (*PRETRAIN[args.pretrain], *args.baselines) for seed in range(args.seeds)]
+    rows: dict[int, dict] = {}
+    if args.jobs == 1:
+        for i, cell in enumerate(cells):
+            rows[i] = run_cell(args, paths, runs, *cell)
+            write_results(out, [rows[k] for k in sorted(rows)], args)
+    else:  # each cell in a process of its own; the table grows as cells finish
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_cell_in_process, args, paths, runs, *cell): i for i, cell in enumerate(cells)}
+            for future in as_completed(futures):
+                rows[futures[future]] = row = future.result()
+                print(f"cell done: {row['variant']} N={row['demos']} seed {row['seed']}: "
+                      f"{row['successes']}/{row['episodes']}", flush=True)
+                write_results(out, [rows[k] for k in sorted(rows)], args)
     print(f"sweep complete: {out / 'results.md'}")
     return 0
+
+
+def _cell_in_process(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
+    """One cell in a worker process of ``--jobs``: its torch threads set before any work."""
+    import os
+
+    import torch
+
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    return run_cell(args, paths, runs, init, variant, n, seed)
 
 
 def pooled(rows: list[dict]) -> list[dict]:
@@ -312,6 +372,16 @@ def minus_bc(cells: list[dict]) -> list[dict]:
     return out
 
 
+def budget_text(args) -> str:
+    """The training budget of every run, in words, for the table's header."""
+    dit = f"{args.steps} training steps of batch {args.batch_size}"
+    if args.budget == "steps":
+        return dit + ", the same for every run"
+    bc = args.budget_steps["bc"]
+    return (f"the same training FLOPs: {dit} for the DiT columns, {bc} steps of the same batch for bc "
+            f"(model FLOPs per sample from each model's estimate_flops)")
+
+
 def write_results(out: Path, rows: list[dict], args) -> None:
     from gr2_sim.plots import plot_success_vs_demos
 
@@ -320,12 +390,13 @@ def write_results(out: Path, rows: list[dict], args) -> None:
     diffs = minus_bc(cells)
     threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "automatic threads (one per free core)"
     atomic_write_text(out / "results.json", json.dumps({
-        "env": args.env, "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode,
+        "env": args.env, "steps": args.steps, "budget": args.budget, "steps_per_variant": args.budget_steps,
+        "jobs": args.jobs, "batch_size": args.batch_size, "mode": args.mode,
         "episodes": args.episodes, "seeds": args.seeds, "baselines": args.baselines, "train_threads": args.threads,
         "rows": rows, "pooled": cells, "minus_bc": diffs, "seconds": seconds}, indent=2))
     lines = [f"# Success vs demonstrations on {args.env}", "",
-             f"Every run: {args.steps} training steps of batch {args.batch_size} (the budget; the wall time each run "
-             f"measured, on {threads}, is in the table); evaluation: {args.episodes} test episodes, `{args.mode}` "
+             f"Every run: {budget_text(args)} (the wall time each run measured, on {threads}"
+             f"{f', {args.jobs} runs side by side' if args.jobs > 1 else ''}, is in the table); evaluation: {args.episodes} test episodes, `{args.mode}` "
              f"readout (`head` for the baselines); 95% Wilson intervals. Variants: scratch / pretrained (the DiT "
              f"without / with phases 1-2), no-video (the DiT on actions only), bc (the plain image-BC policy).", "",
              "| demos | variant | seed | success | 95% CI | train wall (s) | mean length "

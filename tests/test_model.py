@@ -40,7 +40,9 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
     [dict(action_dim=7), dict(action_dim=4, state_dim=5), dict(action_dim=7, state_dim=8, img_size=32, patch_size=8),
      dict(n_future=3, pos_embed="learned", text_layers=0, prediction="v"),
      dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3),
-     dict(keypoints=4), dict(keypoints=3, patch_size=4, img_size=16, action_pool="mean")],
+     dict(keypoints=4), dict(keypoints=3, patch_size=4, img_size=16, action_pool="mean"),
+     dict(cond_stem="trunk"), dict(cond_stem="trunk", patch_size=8, state_dim=3),
+     dict(cond_stem="trunk", keypoints=3, patch_size=4, img_size=16)],
 )  # fmt: skip
 def test_output_shapes(overrides):
     cfg = make_config("tiny", **overrides)
@@ -303,6 +305,33 @@ def test_keypoint_encoder_reads_the_frame_at_stride_4_and_learns():
     assert model.keypoints.convs[0].weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="multiple of 4"):
         make_config("tiny", keypoints=4, img_size=30, patch_size=15, cond_stem="linear")
+
+
+def test_trunk_stem_lets_the_video_loss_train_the_keypoint_encoder():
+    """cond_stem="trunk": the conditioning tokens are read off the keypoint encoder's map, so a video loss alone
+    sends gradient into that encoder (with the separate conv stem it cannot), and the tokens keep the patch grid."""
+    grads = {}
+    for stem in ("conv", "trunk"):
+        cfg = make_config("tiny", cond_stem=stem)
+        model = VideoActionDiT(cfg)
+        randomize_zero_init(model)
+        inputs = make_inputs(cfg, 2)
+        out = model(**inputs, target_noise=torch.randn_like(inputs["noisy_future"]))
+        out.video_loss.backward()
+        grads[stem] = model.keypoints.convs[0].weight.grad
+    assert grads["conv"] is None or not grads["conv"].any()
+    assert grads["trunk"].abs().sum() > 0
+    cfg = make_config("tiny", cond_stem="trunk", patch_size=8)
+    model = VideoActionDiT(cfg)
+    lang = model.text_encoder(make_inputs(cfg)["text_tokens"])
+    tokens = model.trunk_stem(model.keypoints.features(make_inputs(cfg)["cond_frame"], lang))
+    assert tokens.shape == (2, cfg.patches_per_frame, cfg.d_model)
+    trunk = VideoActionDiT(make_config("small", cond_stem="trunk")).estimate_flops()["forward"]
+    conv = VideoActionDiT(make_config("small", cond_stem="conv")).estimate_flops()["forward"]
+    assert trunk < conv  # one trunk instead of two encoders
+    for bad, match in ((dict(keypoints=0), "needs keypoints > 0"), (dict(patch_size=2, img_size=16), ">= 4")):
+        with pytest.raises(ConfigError, match=match):
+            make_config("tiny", cond_stem="trunk", **bad)
 
 
 def test_old_design_checkpoint_config_is_refused_with_what_to_do():

@@ -31,6 +31,7 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
         assert goal["episodes"] == r["episodes"] and goal["start_mean"] > 0
         assert f"| {100 * goal['start_mean']:.1f} -> {100 * goal['end_mean']:.1f} |" in table
     seconds = results["seconds"]  # every stage timed: the lesson's compute cost
+    assert seconds["baselines"] is None  # --baselines none
     parts = ("data", "phase1", "phase2", "phase3", "eval")
     assert all(seconds[k] > 0 for k in parts)
     assert abs(seconds["total"] - sum(seconds[k] for k in parts)) < 0.5
@@ -116,14 +117,21 @@ def test_sweep_with_both_baselines_and_two_seeds(tmp_path, capsys):
     out = tmp_path / "base"
     argv = sweep_args(out)
     argv[argv.index("--demos") + 1:argv.index("--pretrain") + 2] = ["2", "--pretrain", "no"]
-    argv = argv[:argv.index("--seeds")] + ["--seeds", "2", "--baselines", "bc,no-video", "--mode", "denoise"]
+    argv = argv[:argv.index("--seeds")] + ["--seeds", "2", "--baselines", "bc,no-video", "--mode", "denoise",
+                                           "--jobs", "2"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert {(r["variant"], r["seed"]) for r in results["rows"]} == {
         (v, s) for v in ("scratch", "bc", "no-video") for s in (0, 1)}
-    for r in results["rows"]:  # the same budget for every cell; the baselines are read out with the head
-        assert r["train_steps"] == 2 and r["train_wall_s"] >= 0
+    # the same training FLOPs for every cell: the image BC, cheaper per sample, trains more steps
+    bc_steps = results["steps_per_variant"]["bc"]
+    assert results["budget"] == "flops" and bc_steps > 2
+    dit_flops = _train_flops(out / "runs" / "scratch_N2_s0")
+    assert bc_steps * _train_flops(out / "runs" / "bc_N2_s0") == pytest.approx(2 * dit_flops, rel=0.5 / bc_steps)
+    for r in results["rows"]:  # the baselines are read out with the head
+        assert r["train_steps"] == (bc_steps if r["variant"] == "bc" else 2) and r["train_wall_s"] >= 0
         assert r["mode"] == ("denoise" if r["variant"] == "scratch" else "head")
+    assert results["seconds"]["baselines"] > 0
     runs = out / "runs"
     assert json.loads((runs / "bc_N2_s1" / "config.json").read_text())["kind"] == "bc"
     assert json.loads((runs / "no-video_N2_s0" / "config.json").read_text())["train"]["video_weight"] == 0.0
@@ -138,8 +146,30 @@ def test_sweep_with_both_baselines_and_two_seeds(tmp_path, capsys):
         assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
     table = (out / "results.md").read_text()
     assert "train wall (s)" in table and "minus bc" in table and "| 2 | no-video | 2 |" in table
+    assert f"{bc_steps} steps of the same batch for bc" in table and "2 runs side by side" in table
     assert (out / "success_vs_demos.png").exists()
 
     assert main([*argv[:-2], "--baselines", "bc,dreamer"]) == 2
     err = capsys.readouterr().err
     assert "unknown name(s) dreamer" in err and "known: bc, no-video" in err
+
+
+def _train_flops(run) -> int:
+    """Training FLOPs per sample of a run's model, from its saved config."""
+    from gr2_sim.checkpoint import load_config
+    from gr2_sim.config import ModelConfig
+    from gr2_sim.model import VideoActionDiT
+    from policies.bc import BCConfig, BCModel
+
+    config = load_config(run)
+    if config["kind"] == "bc":
+        return BCModel(BCConfig.from_dict(config["model"])).estimate_flops()["train_step"]
+    return VideoActionDiT(ModelConfig.from_dict(config["model"])).estimate_flops()["train_step"]
+
+
+def test_sweep_budget_and_jobs_errors(tmp_path, capsys):
+    assert main(sweep_args(tmp_path / "j") + ["--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: the choices are listed
+        main(sweep_args(tmp_path / "b") + ["--budget", "minutes"])
+    assert "choose from 'flops', 'steps'" in capsys.readouterr().err

@@ -79,6 +79,10 @@ class ModelConfig:
     keypoints: int = 32
     keypoint_channels: int = 32  # width of that encoder's convolutions
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
+    # where the state enters: True = the adaLN conditioning of every block (and the action head's input when
+    # keypoints > 0); False = the action head's input only, so the DiT's states are a function of the frames
+    # and the instruction, and the action head cannot meet its loss from a 128-wide embedding of the state
+    state_in_blocks: bool = True
     # privileged training-time supervision: a head on the keypoints predicts aux_dim values per sample (e.g.
     # the object and goal positions of object_state data, `gr2-sim train --aux-state 6`), as Levine et al.
     # (2016) trained their spatial softmax by regressing object poses. Used in training only: a policy never
@@ -145,6 +149,8 @@ class ModelConfig:
         if self.aux_dim and not self.keypoints:
             raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
                               f"keypoints > 0 (got 0)")
+        if not isinstance(self.state_in_blocks, bool):
+            raise ConfigError(f"state_in_blocks={self.state_in_blocks!r} must be true or false")
         if not isinstance(self.residual, bool):
             raise ConfigError(f"residual={self.residual!r} must be true or false")
         if self.residual and self.prediction != "x0":
@@ -196,7 +202,7 @@ class ModelConfig:
                 "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
                 "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
                 "gr2-sim 0.1.0 (git checkout 84611db)")
-        data = {"text_bigrams": False, "aux_dim": 0, **data}  # saved before the field existed: no bigram table in the weights
+        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, **data}  # saved before the field existed: no bigram table in the weights
         return cls(**data)
 
 

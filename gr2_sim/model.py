@@ -353,7 +353,8 @@ class VideoActionDiT(nn.Module):
         self.text_encoder = TextEncoder(cfg.vocab_size, cfg.lang_dim, cfg.max_text_len, cfg.text_layers, cfg.text_bigrams)
         self.text_proj = nn.Linear(cfg.lang_dim, D)
         self.state_embedder = (
-            nn.Sequential(nn.Linear(cfg.state_dim, D), nn.SiLU(), nn.Linear(D, D)) if cfg.state_dim else None
+            nn.Sequential(nn.Linear(cfg.state_dim, D), nn.SiLU(), nn.Linear(D, D))
+            if cfg.state_dim and cfg.state_in_blocks else None
         )
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.final_layer = FinalLayer(D, cfg.patch_size)
@@ -362,7 +363,7 @@ class VideoActionDiT(nn.Module):
         # the pooled states are normalised on their own: the residual stream's scale (~10) would otherwise drown
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
-        head_in = D + 2 * cfg.keypoints + (cfg.state_dim if cfg.keypoints else 0)
+        head_in = D + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
         self.action_head = nn.Sequential(
             nn.Linear(head_in, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim),
         )
@@ -370,6 +371,13 @@ class VideoActionDiT(nn.Module):
         self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
                                        nn.Linear(cfg.action_hidden, cfg.aux_dim)) if cfg.aux_dim else None)
         self.initialize_weights()
+
+    @property
+    def state_in_head(self) -> bool:
+        """Whether the state is concatenated to the action head's input (with keypoints, or when it does not
+        enter the blocks)."""
+        cfg = self.config
+        return bool(cfg.state_dim) and (cfg.keypoints > 0 or not cfg.state_in_blocks)
 
     @property
     def future_channels(self) -> int:
@@ -525,7 +533,8 @@ class VideoActionDiT(nn.Module):
                 if self.aux_head is None:
                     raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
                 aux_loss = F.mse_loss(self.aux_head(keypoints), target_aux)
-            extra = [keypoints] + ([state] if cfg.state_dim else [])  # (B, 2K), (B, S)
+        extra = ([keypoints] if self.keypoints is not None else []) + ([state] if self.state_in_head else [])
+        if extra:  # (B, 2K), (B, S): the same scene positions and state for every future frame
             extra = torch.cat(extra, dim=1).unsqueeze(1).expand(-1, cfg.n_future, -1)
             per_frame = torch.cat([per_frame, extra], dim=2)  # (B, T, D + 2K + S)
         actions = self.action_head(per_frame)  # (B, T, action_dim)
@@ -587,7 +596,7 @@ class VideoActionDiT(nn.Module):
         hidden, pix, E = int(D * cfg.mlp_ratio), 3 * cfg.patch_size**2, cfg.lang_dim
         mm = lambda m, k, n_: 2 * m * k * n_  # noqa: E731
         cond = mm(1, 256, D) + mm(1, D, D) + mm(1, E, D)  # timestep MLP + text projection
-        if cfg.state_dim:
+        if self.state_embedder is not None:
             cond += mm(1, cfg.state_dim, D) + mm(1, D, D)
         text_len = cfg.max_text_len
         text = cfg.text_layers * (mm(text_len, E, 3 * E) + 2 * mm(text_len, text_len, E) + mm(text_len, E, E)
@@ -609,8 +618,9 @@ class VideoActionDiT(nn.Module):
             side = cfg.img_size // 4
             embed += self._conv_flops(self.keypoints.convs, self.keypoints.films)
             embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
-            extra = 2 * cfg.keypoints + cfg.state_dim
-            head += mm(cfg.n_future, extra, cfg.action_hidden)
+            head += mm(cfg.n_future, 2 * cfg.keypoints, cfg.action_hidden)
+        if self.state_in_head:
+            head += mm(cfg.n_future, cfg.state_dim, cfg.action_hidden)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 

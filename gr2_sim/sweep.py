@@ -68,8 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", choices=BUDGETS, default="flops",
                    help="flops: every run gets the DiT's training FLOPs (the image BC trains more steps); "
                         "steps: every run trains --steps steps")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="phase-3 runs trained and evaluated side by side (each on --threads threads): 2 on 2 cores")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="phase-3 runs trained and evaluated side by side, each on --threads threads; 0 (default): "
+                        "on the CPU one per core (at --threads 1), on a GPU one")
     p.add_argument("--pretrain-steps", type=int, nargs=2, default=[2000, 1000], metavar=("P1", "P2"))
     p.add_argument("--clips", type=int, default=2000, help="synthetic clips for phase 1")
     p.add_argument("--robot-episodes", type=int, default=500, help="robot video episodes for phase 2")
@@ -214,6 +215,16 @@ def train_if_needed(run: Path, **kwargs) -> Path:
     return train(TrainConfig(out=str(run), resume=state.exists(), **kwargs))
 
 
+def auto_jobs(device: str, threads: int) -> int:
+    """Runs side by side when --jobs is 0: one per core on the CPU (each on ``threads`` threads, 1 if 0), at
+    most 8; one on a GPU (the runs would share it)."""
+    from gr2_sim.device import affinity_cores, resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    return max(1, min(8, affinity_cores() // max(threads, 1)))
+
+
 def budget_steps(args, demos: Path) -> dict[str, int]:
     """Training steps of each variant. The DiT columns train ``--steps``; under ``--budget flops`` the bc column
     trains the steps that give the scratch DiT's training FLOPs (``estimate_flops()["train_step"]`` of each
@@ -282,8 +293,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds is the number of training seeds per cell (0 .. N-1): at least 1, got {args.seeds}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: auto, one per free core), got {args.threads}")
-    if args.jobs < 1:
-        raise UserError(f"--jobs is the number of runs side by side: at least 1, got {args.jobs}")
+    if args.jobs < 0:
+        raise UserError(f"--jobs is the number of runs side by side: at least 1, or 0 for automatic; got {args.jobs}")
+    args.jobs = args.jobs or auto_jobs(args.device, args.threads)
+    if args.jobs > 1 and not args.threads:  # runs side by side share the cores; never oversubscribe them
+        from gr2_sim.device import affinity_cores
+
+        args.threads = max(1, affinity_cores() // args.jobs)
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id

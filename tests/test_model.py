@@ -42,7 +42,7 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
      dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3),
      dict(keypoints=4), dict(keypoints=3, patch_size=4, img_size=16, action_pool="mean"),
      dict(cond_stem="trunk"), dict(cond_stem="trunk", patch_size=8, state_dim=3),
-     dict(cond_stem="trunk", keypoints=3, patch_size=4, img_size=16)],
+     dict(cond_stem="trunk", keypoints=3, patch_size=4, img_size=16), dict(state_dim=2, state_in_blocks=False)],
 )  # fmt: skip
 def test_output_shapes(overrides):
     cfg = make_config("tiny", **overrides)
@@ -332,6 +332,21 @@ def test_trunk_stem_lets_the_video_loss_train_the_keypoint_encoder():
     for bad, match in ((dict(keypoints=0), "needs keypoints > 0"), (dict(patch_size=2, img_size=16), ">= 4")):
         with pytest.raises(ConfigError, match=match):
             make_config("tiny", cond_stem="trunk", **bad)
+
+
+@pytest.mark.parametrize("keypoints", [0, 4])
+def test_state_outside_the_blocks_reaches_the_action_head_only(keypoints):
+    cfg = make_config("tiny", state_dim=3, state_in_blocks=False, keypoints=keypoints)
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    assert model.state_embedder is None
+    assert model.action_head[0].in_features == cfg.d_model + 2 * keypoints + 3
+    inputs = make_inputs(cfg)
+    out, moved = model(**inputs), model(**dict(inputs, state=inputs["state"] + 1))
+    torch.testing.assert_close(moved.video_pred, out.video_pred)  # the video half does not read the state
+    assert not torch.allclose(moved.actions, out.actions)
+    assert ModelConfig.from_dict({k: v for k, v in make_config("tiny").to_dict().items()
+                                  if k != "state_in_blocks"}).state_in_blocks  # saved before the field: True
 
 
 def test_old_design_checkpoint_config_is_refused_with_what_to_do():

@@ -13,7 +13,7 @@ def sweep_args(out):
     return ["sweep", "--env", "GR2Sim/Reach-v0", "--demos", "2", "4", "--pretrain", "both", "--out", str(out),
             "--steps", "2", "--pretrain-steps", "2", "2", "--clips", "3", "--robot-episodes", "3",
             "--episodes", "2", "--videos", "0", "--preset", "tiny", "--batch-size", "2", "--workers", "1",
-            "--seeds", "1", "--baselines", "none"]
+            "--seeds", "1", "--baselines", "none", "--jobs", "1"]
 
 
 def test_sweep_writes_table_plot_and_resumes(tmp_path):
@@ -168,7 +168,7 @@ def _train_flops(run) -> int:
 
 
 def test_sweep_budget_and_jobs_errors(tmp_path, capsys):
-    assert main(sweep_args(tmp_path / "j") + ["--jobs", "0"]) == 2
+    assert main(sweep_args(tmp_path / "j") + ["--jobs", "-1"]) == 2
     assert "--jobs" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: the choices are listed
         main(sweep_args(tmp_path / "b") + ["--budget", "minutes"])

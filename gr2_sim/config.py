@@ -78,6 +78,10 @@ class ModelConfig:
     # token grid. 0 turns it off (the lesson's readout)
     keypoints: int = 32
     keypoint_channels: int = 32  # width of that encoder's convolutions
+    # whether the action head reads the DiT's pooled token states (the lesson's readout, beside the keypoints).
+    # False: keypoints and state only; the video half then shapes the actions only through a shared trunk
+    # (cond_stem="trunk"). Needs keypoints > 0
+    action_from_dit: bool = True
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
     # where the state enters: True = the adaLN conditioning of every block (and the action head's input when
     # keypoints > 0); False = the action head's input only, so the DiT's states are a function of the frames
@@ -149,6 +153,10 @@ class ModelConfig:
         if self.aux_dim and not self.keypoints:
             raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
                               f"keypoints > 0 (got 0)")
+        if not isinstance(self.action_from_dit, bool):
+            raise ConfigError(f"action_from_dit={self.action_from_dit!r} must be true or false")
+        if not self.action_from_dit and not self.keypoints:
+            raise ConfigError("action_from_dit=false leaves the action head only the keypoints: it needs keypoints > 0")
         if not isinstance(self.state_in_blocks, bool):
             raise ConfigError(f"state_in_blocks={self.state_in_blocks!r} must be true or false")
         if not isinstance(self.residual, bool):
@@ -202,7 +210,7 @@ class ModelConfig:
                 "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
                 "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
                 "gr2-sim 0.1.0 (git checkout 84611db)")
-        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, **data}  # saved before the field existed: no bigram table in the weights
+        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True, **data}  # saved before the field existed: no bigram table in the weights
         return cls(**data)
 
 

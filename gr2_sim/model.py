@@ -363,7 +363,7 @@ class VideoActionDiT(nn.Module):
         # the pooled states are normalised on their own: the residual stream's scale (~10) would otherwise drown
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
-        head_in = D + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
+        head_in = D * cfg.action_from_dit + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
         self.action_head = nn.Sequential(
             nn.Linear(head_in, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim),
         )
@@ -523,6 +523,8 @@ class VideoActionDiT(nn.Module):
         per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
         per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
         per_frame = self.action_norm(per_frame)  # (B, T, D)
+        if not cfg.action_from_dit:  # keypoints and state only
+            per_frame = per_frame[..., :0]
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
             if self.trunk_stem is not None:

@@ -349,6 +349,20 @@ def test_state_outside_the_blocks_reaches_the_action_head_only(keypoints):
                                   if k != "state_in_blocks"}).state_in_blocks  # saved before the field: True
 
 
+def test_action_head_without_the_dit_states_reads_keypoints_and_state():
+    cfg = make_config("tiny", state_dim=3, action_from_dit=False, cond_stem="trunk")
+    model = VideoActionDiT(cfg)
+    randomize_zero_init(model)
+    assert model.action_head[0].in_features == 2 * cfg.keypoints + 3
+    inputs = make_inputs(cfg)
+    out = model(**inputs)
+    other_noise = model(**dict(inputs, noisy_future=torch.randn_like(inputs["noisy_future"]), t=inputs["t"] * 0))
+    torch.testing.assert_close(other_noise.actions, out.actions)  # nothing of the DiT's token states
+    assert not torch.allclose(other_noise.video_pred, out.video_pred)
+    with pytest.raises(ConfigError, match="needs keypoints > 0"):
+        make_config("tiny", action_from_dit=False, keypoints=0)
+
+
 def test_old_design_checkpoint_config_is_refused_with_what_to_do():
     old = make_config("tiny").to_dict()
     for key in ("future_input", "residual", "keypoint_channels"):

@@ -42,7 +42,7 @@ def sweep_argv(args: argparse.Namespace) -> list[str]:
             "--pretrain-steps", *map(str, args.pretrain_steps), "--clips", str(args.clips),
             "--robot-episodes", str(args.robot_episodes), "--episodes", str(args.episodes), "--videos", "1",
             "--preset", args.preset, "--workers", str(args.workers), "--device", args.device,
-            "--seeds", "1", "--baselines", "bc", "--threads", "0"]
+            "--seeds", "1", "--baselines", "bc", "--budget", "steps", "--threads", "0"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,7 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos", type=int, nargs="+", default=[50, 200, 1000])
     p.add_argument("--pretrain", choices=tuple(PRETRAIN), default="both")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=3000,
+    # defaults sized for one task's whole sweep (3 demo counts x 4 columns x 2 seeds, phases 1-2, data, 100 test
+    # episodes per run) in about 2.5 hours on 2 cores: two runs side by side, one thread each, ~9 min per run.
+    # Push and PickPlace learn more slowly: --steps 3000 there (about 6 hours)
+    p.add_argument("--steps", type=int, default=1000,
                    help="phase-3 steps of the DiT runs; with --budget flops the bc runs train as many FLOPs")
     p.add_argument("--budget", choices=BUDGETS, default="flops",
                    help="flops: every run gets the DiT's training FLOPs (the image BC trains more steps); "
@@ -71,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=0,
                    help="phase-3 runs trained and evaluated side by side, each on --threads threads; 0 (default): "
                         "on the CPU one per core (at --threads 1), on a GPU one")
-    p.add_argument("--pretrain-steps", type=int, nargs=2, default=[2000, 1000], metavar=("P1", "P2"))
+    p.add_argument("--pretrain-steps", type=int, nargs=2, default=[1500, 750], metavar=("P1", "P2"))
     p.add_argument("--clips", type=int, default=2000, help="synthetic clips for phase 1")
     p.add_argument("--robot-episodes", type=int, default=500, help="robot video episodes for phase 2")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per run")

@@ -6,7 +6,7 @@
 
 Presets (tokens per sample = (n_future + 1) * (img_size / patch_size) ** 2):
     tiny   tests and first contact: runs in seconds
-    small  the CPU default: trains at ~80 samples/s on 2 cores (gr2-sim bench train, 2026-11-24)
+    small  the CPU default: trains at ~100 samples/s on 2 cores (gr2-sim bench train, 2026-11-27)
     base   the lesson's sizes (patch 8, width 256, 6 layers, 8 heads) with gr2-sim's visual pathway
     lesson the lesson's model as written: 8x8 linear patches for every frame, noise prediction, a mean-pooled
            action head, adaLN-Zero, learned positions; no pixel-level conditioning, no keypoints
@@ -224,12 +224,14 @@ def _check_fields(data: dict[str, Any]) -> None:
 # name -> field overrides of the ModelConfig defaults
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(patch_size=16, n_future=2, d_model=32, n_heads=2, n_layers=2, action_hidden=64,
-                 lang_dim=32, max_text_len=8, keypoints=4, keypoint_channels=8),
+                 lang_dim=32, max_text_len=8, keypoints=4, keypoint_channels=8, cond_stem="trunk"),
     # mlp_ratio 2: ~110 samples/s vs ~89 at 4 (2 cores, batch 32, AdamW, before the conv stem); the linears dominate
+    # cond_stem="trunk": Push, 200 demos, step 3000, camera only: 16/100 against 2/100 with the separate conv
+    # stem (docs/policies.md, 2026-11-27)
     "small": dict(patch_size=16, n_future=4, d_model=128, n_heads=4, n_layers=4, mlp_ratio=2.0,
-                  action_hidden=256, lang_dim=64),
+                  action_hidden=256, lang_dim=64, cond_stem="trunk"),
     "base": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
-                 lang_dim=128),
+                 lang_dim=128, cond_stem="trunk"),
     "lesson": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
                    lang_dim=128, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
                    residual=False, prediction="eps", gate_init=0.0, pos_embed="learned"),
@@ -242,6 +244,8 @@ def make_config(preset: str = "small", **overrides: Any) -> ModelConfig:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     _check_fields(overrides)
     fields = {**PRESETS[preset], **overrides}
+    if fields.get("keypoints", 1) == 0 and fields.get("cond_stem") == "trunk" and "cond_stem" not in overrides:
+        fields["cond_stem"] = "conv"  # the trunk is the keypoint encoder's: without keypoints, the conv stem
     if fields.get("prediction", "x0") != "x0" and "residual" not in overrides:
         fields["residual"] = False  # the residual video head is an x0 parameterisation (see ModelConfig)
     return ModelConfig(**fields)

@@ -265,6 +265,20 @@ def test_changed_pixel_mse_on_a_constructed_clip():
     assert r["ratio"] == pytest.approx(0.5) and r["ci95"] == [pytest.approx(0.5), pytest.approx(0.5)]
 
 
+def test_a_prediction_beats_copy_only_if_the_whole_frame_is_not_worse():
+    """A scrambled frame can halve copy's error over the changed pixels and still be worse over the frame."""
+    from gr2_sim.experiments.video_quality import against_copy
+
+    changed_copy, whole_copy = np.full(20, 4.0), np.full(20, 0.01)
+    good = against_copy(np.full(20, 1.0), changed_copy, np.full(20, 0.005), whole_copy, seed=0)
+    assert good["beats_copy"] and good["meets_bar"] and good["ratio_to_copy"]["ratio"] == pytest.approx(0.25)
+    scrambled = against_copy(np.full(20, 2.0), changed_copy, np.full(20, 0.02), whole_copy, seed=0)
+    assert scrambled["ratio_to_copy"]["ratio"] == pytest.approx(0.5) and not scrambled["beats_copy"]
+    assert scrambled["full_frame_ratio_to_copy"]["ratio"] == pytest.approx(2.0) and not scrambled["meets_bar"]
+    modest = against_copy(np.full(20, 3.2), changed_copy, np.full(20, 0.009), whole_copy, seed=0)
+    assert modest["beats_copy"] and not modest["meets_bar"]  # 0.8 of copy: better, but not 30% better
+
+
 def test_video_quality_end_to_end(demo_file, tmp_path, one_torch_thread):
     from gr2_sim.train import TrainConfig, train
 
@@ -280,5 +294,7 @@ def test_video_quality_end_to_end(demo_file, tmp_path, one_torch_thread):
     for name in ("ddim", "one-step"):
         q = r["readouts"][name]["ratio_to_copy"]
         assert q["ratio"] > 0 and q["ci95"][0] <= q["ratio"] <= q["ci95"][1]
+        w = r["readouts"][name]["full_frame_ratio_to_copy"]
+        assert w["ratio"] > 0 and isinstance(r["readouts"][name]["beats_copy"], bool)
     assert main(["experiment", "video-quality", "--out", str(out), "--run", str(run), "--data", str(demo_file),
                  "--threshold", "3"]) == 2

@@ -13,8 +13,11 @@ Predictions, per run:
     copy      the conditioning frame repeated (the reference every model must beat)
 
 Reported: the changed-pixel MSE of each (pooled over windows, and a bootstrap interval over windows), the
-ratio model / copy with its paired bootstrap interval, and the full-frame MSE; a figure of real / predicted /
-copy strips for a few windows. The issue's bar: a ratio at most 0.7 (30% lower than copy).
+ratio model / copy with its paired bootstrap interval, the full-frame MSE and its ratio to copy's; a figure of
+real / predicted / copy strips for a few windows. A prediction ``beats_copy`` when its changed-pixel ratio's
+interval is below 1 and its whole-frame ratio's is not above 1 (a scrambled frame can win on the changed pixels
+alone: measured, a DDIM sample at 0.79 of copy there and 1.92 over the whole frame). The bar (``meets_bar``):
+beats copy, changed-pixel ratio at most 0.7 (30% lower than copy).
 
 CPU budget: seconds per run (256 windows x 11 forward passes of the small preset).
 """
@@ -31,6 +34,7 @@ from gr2_sim.errors import UserError
 from gr2_sim.experiments import common
 
 READOUTS = ("ddim", "one-step", "copy")
+BAR = 0.7  # the issue's bar: changed-pixel error at most 70% of copy's (and the whole frame no worse)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,8 +135,21 @@ def score(run: Path, data: Path, windows: int, ddim_steps: int, threshold: float
             "full_frame_mse": float(full[name].mean()),
         }
         if name != "copy":
-            result["readouts"][name]["ratio_to_copy"] = ratio_ci(sse[name], sse["copy"], seed)
+            result["readouts"][name].update(against_copy(sse[name], sse["copy"], full[name], full["copy"], seed))
     return result, examples
+
+
+def against_copy(changed: np.ndarray, changed_copy: np.ndarray, whole: np.ndarray, whole_copy: np.ndarray,
+                 seed: int) -> dict:
+    """A prediction against copy, from per-window errors over the changed pixels and over the whole frame:
+    both ratios with paired intervals, ``beats_copy`` and ``meets_bar``. A prediction that smears or scrambles
+    the frame can beat copy over the changed pixels alone (a blur is closer to "something moved here" than the
+    old pixels) while being worse everywhere else, so it beats copy only if the whole frame is not worse too."""
+    ratio, whole_ratio = ratio_ci(changed, changed_copy, seed), ratio_ci(whole, whole_copy, seed)
+    beats = bool(ratio["ratio"] is not None and ratio["ci95"][1] < 1
+                 and whole_ratio["ratio"] is not None and whole_ratio["ci95"][1] <= 1)
+    return {"ratio_to_copy": ratio, "full_frame_ratio_to_copy": whole_ratio, "beats_copy": beats,
+            "meets_bar": bool(beats and ratio["ratio"] <= BAR)}
 
 
 def plot(examples: list[tuple[str, dict]], path: Path) -> Path:
@@ -183,8 +200,11 @@ def run(args: argparse.Namespace) -> int:
         for name in ("ddim", "one-step"):
             q = result["readouts"][name]["ratio_to_copy"]
             if q["ratio"] is not None:
+                w = result["readouts"][name]["full_frame_ratio_to_copy"]
+                verdict = "beats copy" if result["readouts"][name]["beats_copy"] else "does not beat copy"
                 print(f"{r}: {name} changed-pixel MSE / copy = {q['ratio']:.3f} "
-                      f"(95% CI {q['ci95'][0]:.3f}-{q['ci95'][1]:.3f}, {q['n']} windows)")
+                      f"(95% CI {q['ci95'][0]:.3f}-{q['ci95'][1]:.3f}, {q['n']} windows); whole frame / copy = "
+                      f"{w['ratio']:.3f} ({w['ci95'][0]:.3f}-{w['ci95'][1]:.3f}): {verdict}")
     figure = plot(examples, out / "video_quality.png")
     common.write_summary(out, args, started, {"data": str(data), "split": args.split, "threshold": threshold,
                                               "results": results, "figures": [figure.name]})

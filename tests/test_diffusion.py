@@ -134,8 +134,8 @@ def test_ddim_encodes_the_conditioning_frame_once_with_the_same_result(monkeypat
     diffusion = Diffusion(cfg)
     cond, tokens, state = torch.randn(2, 3, 64, 64), model.text_encoder.tokenize(["a", "b"]), torch.randn(2, 2)
     calls = []
-    encode = model.keypoints.forward
-    monkeypatch.setattr(model.keypoints, "forward", lambda *a: calls.append(1) or encode(*a))
+    encode = model.keypoints.features  # the conv trunk: the keypoints' and the conditioning tokens' encoder
+    monkeypatch.setattr(model.keypoints, "features", lambda *a: calls.append(1) or encode(*a))
     cached = diffusion.ddim_sample(model, cond, tokens, state, steps=3, generator=torch.Generator().manual_seed(1))
     assert len(calls) == 1  # once for the three steps
     monkeypatch.setattr(VideoActionDiT, "supports_cond_cache", False)

@@ -210,7 +210,9 @@ class ModelConfig:
                 "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
                 "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
                 "gr2-sim 0.1.0 (git checkout 84611db)")
-        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True, **data}  # saved before the field existed: no bigram table in the weights
+        # fields added after the redesign: configs saved before them load with the behaviour they were trained with
+        # (no bigram table in the weights, no auxiliary head, the state in every block, the DiT's states read)
+        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True, **data}
         return cls(**data)
 
 

@@ -179,32 +179,38 @@ class FinalLayer(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """Frame (B, 3, H, W) -> (B, (H/p)^2, D) tokens by log2(p) stride-2 3x3 convolutions (widths 32, 64, ...
-    up to D): the same token grid as a p x p patch embedding.
+    """Map (B, C_in, h, w) -> (B, (h/s)^2, D) tokens by log2(s) stride-2 3x3 convolutions (widths ``width``,
+    2 * ``width``, ... up to D; a 1x1 convolution when s = 1): the same token grid as an s x s patch embedding.
 
-    Between the convolutions: GroupNorm, FiLM by the instruction embedding (per-channel scale and shift, as in
-    RT-1's FiLM-conditioned image encoder: "the red cube" can pick the red channels before anything is pooled),
-    then GELU. The FiLM layers start at zero: the identity.
+    Two uses: the frame itself (``cond_stem="conv"``: C_in = 3, s = the patch size, widths from 32), and the
+    keypoint encoder's stride-4 map (``cond_stem="trunk"``: C_in = its channels, s = patch size / 4), so one
+    convolutional trunk serves both halves and the video loss shapes the features the keypoints are read from.
+
+    Between the convolutions: GroupNorm, then (with ``lang_dim``) FiLM by the instruction embedding (per-channel
+    scale and shift, as in RT-1's FiLM-conditioned image encoder: "the red cube" can pick the red channels
+    before anything is pooled; zero-initialised, the identity), then GELU.
     """
 
-    def __init__(self, d_model: int, patch_size: int, lang_dim: int) -> None:
+    def __init__(self, in_channels: int, d_model: int, stride: int, width: int, lang_dim: int | None = None) -> None:
         super().__init__()
-        n = patch_size.bit_length() - 1
-        widths = [3] + [min(d_model, 32 * 2**i) for i in range(n - 1)] + [d_model]
+        n = stride.bit_length() - 1
+        widths = [in_channels] + [min(d_model, width * 2**i) for i in range(n - 1)] + [d_model]
         self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(n))
         hidden = widths[1:-1]
         self.norms = nn.ModuleList(nn.GroupNorm(8 if w % 8 == 0 else 1, w) for w in hidden)
-        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * w) for w in hidden)
+        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * w) for w in hidden) if lang_dim else nn.ModuleList()
         if n == 0:
-            self.convs = nn.ModuleList([nn.Conv2d(3, d_model, 1)])
+            self.convs = nn.ModuleList([nn.Conv2d(in_channels, d_model, 1)])
 
-    def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
-        x = frame
+    def forward(self, x: torch.Tensor, lang: torch.Tensor | None = None) -> torch.Tensor:
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < len(self.norms):
-                scale, shift = self.films[i](lang)[:, :, None, None].chunk(2, dim=1)
-                x = F.gelu(self.norms[i](x) * (1 + scale) + shift)
+                x = self.norms[i](x)
+                if self.films:
+                    scale, shift = self.films[i](lang)[:, :, None, None].chunk(2, dim=1)
+                    x = x * (1 + scale) + shift
+                x = F.gelu(x)
         return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
 
 
@@ -237,30 +243,6 @@ class KeypointEncoder(nn.Module):
 
     def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         return self.softmax(self.features(frame, lang))  # (B, 2K) in [-1, 1]
-
-
-class TrunkStem(nn.Module):
-    """The keypoint encoder's (B, C, H/4, W/4) map -> (B, (H/p)^2, D) conditioning tokens by log2(p / 4)
-    stride-2 3x3 convolutions (GroupNorm, GELU between them; a 1x1 convolution when p = 4): the same token
-    grid as a p x p patch embedding. With it (``cond_stem="trunk"``) one convolutional trunk serves both
-    halves, and the video loss shapes the features the keypoints are read from."""
-
-    def __init__(self, channels: int, d_model: int, patch_size: int) -> None:
-        super().__init__()
-        n = (patch_size // 4).bit_length() - 1
-        widths = [channels] + [min(d_model, channels * 2 ** (i + 1)) for i in range(n - 1)] + [d_model]
-        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(n))
-        self.norms = nn.ModuleList(nn.GroupNorm(8 if w % 8 == 0 else 1, w) for w in widths[1:-1])
-        if n == 0:
-            self.convs = nn.ModuleList([nn.Conv2d(channels, d_model, 1)])
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = features
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if i < len(self.norms):
-                x = F.gelu(self.norms[i](x))
-        return x.flatten(2).transpose(1, 2)  # (B, n, D), row-major like patchify
 
 
 class SpatialSoftmax(nn.Module):
@@ -338,8 +320,9 @@ class VideoActionDiT(nn.Module):
         self.patch_embed = nn.Linear(self.future_channels * cfg.patch_size**2, D)
         # the conditioning frame: a conv stem, or a linear patch embedding (shared with the future frames
         # when they are embedded alone, as in the lesson)
-        self.cond_stem = ConvStem(D, cfg.patch_size, cfg.lang_dim) if cfg.cond_stem == "conv" else None
-        self.trunk_stem = TrunkStem(cfg.keypoint_channels, D, cfg.patch_size) if cfg.cond_stem == "trunk" else None
+        self.cond_stem = ConvStem(3, D, cfg.patch_size, 32, cfg.lang_dim) if cfg.cond_stem == "conv" else None
+        self.trunk_stem = (ConvStem(cfg.keypoint_channels, D, cfg.patch_size // 4, 2 * cfg.keypoint_channels)
+                           if cfg.cond_stem == "trunk" else None)
         self.cond_embed = (nn.Linear(3 * cfg.patch_size**2, D)
                            if cfg.cond_stem == "linear" and cfg.future_input == "stack" else None)
         # Positions factorised as space + time: pos[f, s] = time[f] + space[s], for T + 1 frames.
@@ -520,11 +503,13 @@ class VideoActionDiT(nn.Module):
             video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
             if cfg.residual:  # the head predicts the change from the conditioning frame
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
-        per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
-        per_frame = per_frame.mean(dim=2) if self.action_pool is None else self.action_pool(per_frame, x[:, :n], c)
-        per_frame = self.action_norm(per_frame)  # (B, T, D)
-        if not cfg.action_from_dit:  # keypoints and state only
-            per_frame = per_frame[..., :0]
+        if cfg.action_from_dit:
+            per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
+            per_frame = (per_frame.mean(dim=2) if self.action_pool is None
+                         else self.action_pool(per_frame, x[:, :n], c))
+            per_frame = self.action_norm(per_frame)  # (B, T, D)
+        else:  # keypoints and state only
+            per_frame = x.new_zeros(x.shape[0], cfg.n_future, 0)
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
             if self.trunk_stem is not None:
@@ -605,15 +590,16 @@ class VideoActionDiT(nn.Module):
                                   + 2 * mm(text_len, E, 2 * E))  # fmt: skip
         attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
-        head = mm(1, D, 2 * D) + mm(N - n, D, pix) + mm(cfg.n_future, D, cfg.action_hidden)
-        head += mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
-        if cfg.action_pool == "attention":  # keys/values of every future token, queries, output projection
+        head = mm(1, D, 2 * D) + mm(N - n, D, pix) + mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
+        if cfg.action_from_dit:  # the pooled states into the action MLP
+            head += mm(cfg.n_future, D, cfg.action_hidden)
+        if cfg.action_pool == "attention" and cfg.action_from_dit:  # keys/values of every future token, queries, output projection
             head += mm(N, D, 2 * D) + 2 * mm(cfg.n_future, 2 * n, D) + 2 * mm(cfg.n_future, D, D)
         embed = mm(N - n, self.future_channels * cfg.patch_size**2, D)  # future patches
         if cfg.cond_stem == "conv":
             embed += self._conv_flops(self.cond_stem.convs, self.cond_stem.films)
         elif cfg.cond_stem == "trunk":  # the trunk itself is counted with the keypoints below
-            embed += self._conv_flops(self.trunk_stem.convs, [], side=cfg.img_size // 4)
+            embed += self._conv_flops(self.trunk_stem.convs, self.trunk_stem.films, side=cfg.img_size // 4)
         else:
             embed += mm(n, pix, D)
         if cfg.keypoints:  # the encoder, 1x1 maps at stride 4, the expectation

@@ -218,14 +218,18 @@ def train_if_needed(run: Path, **kwargs) -> Path:
     return train(TrainConfig(out=str(run), resume=state.exists(), **kwargs))
 
 
-def auto_jobs(device: str, threads: int) -> int:
-    """Runs side by side when --jobs is 0: one per core on the CPU (each on ``threads`` threads, 1 if 0), at
-    most 8; one on a GPU (the runs would share it)."""
+def jobs_and_threads(jobs: int, threads: int, device: str) -> tuple[int, int]:
+    """(runs side by side, torch threads per run). ``jobs`` 0: one run per core on the CPU (each on ``threads``
+    threads, 1 if 0), at most 8; one on a GPU (the runs would share it). ``threads`` 0 with several runs: the
+    cores split between them, so they never oversubscribe the CPU."""
     from gr2_sim.device import affinity_cores, resolve_device
 
-    if resolve_device(device).type != "cpu":
-        return 1
-    return max(1, min(8, affinity_cores() // max(threads, 1)))
+    cores = affinity_cores()
+    if not jobs:
+        jobs = 1 if resolve_device(device).type != "cpu" else max(1, min(8, cores // max(threads, 1)))
+    if jobs > 1 and not threads:
+        threads = max(1, cores // jobs)
+    return jobs, threads
 
 
 def budget_steps(args, demos: Path) -> dict[str, int]:
@@ -298,11 +302,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be >= 0 (0: auto, one per free core), got {args.threads}")
     if args.jobs < 0:
         raise UserError(f"--jobs is the number of runs side by side: at least 1, or 0 for automatic; got {args.jobs}")
-    args.jobs = args.jobs or auto_jobs(args.device, args.threads)
-    if args.jobs > 1 and not args.threads:  # runs side by side share the cores; never oversubscribe them
-        from gr2_sim.device import affinity_cores
-
-        args.threads = max(1, affinity_cores() // args.jobs)
+    args.jobs, args.threads = jobs_and_threads(args.jobs, args.threads, args.device)
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id

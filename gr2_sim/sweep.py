@@ -333,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        print(f"{len(cells)} runs, {args.jobs} side by side on {args.threads} thread(s) each (no progress bars while "
+              f"they share the cores: a line as each starts and ends; {out / 'results.md'} grows as they finish)",
+              flush=True)
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_cell_in_process, args, paths, runs, *cell): i for i, cell in enumerate(cells)}
             for future in as_completed(futures):
@@ -353,6 +356,8 @@ def _cell_in_process(args, paths, runs: Path, init: str | None, variant: str, n:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
+    print(f"started: {variant} N={n} seed {seed} ({args.budget_steps[variant]} steps, then {args.episodes} test "
+          f"episodes)", flush=True)
     return run_cell(args, paths, runs, init, variant, n, seed)
 
 

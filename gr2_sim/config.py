@@ -31,6 +31,7 @@ COND_STEMS = ("linear", "conv", "trunk")
 PREDICTIONS = ("x0", "eps", "v")
 POS_EMBEDS = ("sincos", "learned")
 FUTURE_INPUTS = ("stack", "noisy")
+VIDEO_HEADS = ("linear", "conv")
 
 
 class ConfigError(UserError, ValueError):
@@ -116,6 +117,12 @@ class ModelConfig:
     # the video head predicts the change from the conditioning frame: x0 = v_0 + head(.). The head starts at
     # zero, so training starts from "copy the last frame" and learns what moves. Needs prediction="x0"
     residual: bool = True
+    # how the future tokens become pixels: "linear" (DiT's: one linear map per token to its patch's pixels) or
+    # "conv" (gr2_sim.model.ConvVideoHead: features on the stride-4 grid, stacked with the keypoint encoder's
+    # map of the conditioning frame and the conditioning and noisy frames at full resolution, two 3x3
+    # convolutions, pixels). "conv" needs keypoints > 0
+    video_head: str = "linear"
+    video_head_width: int = 32  # channels per stride-4 cell of the conv video head
 
     def __post_init__(self) -> None:
         positive = (
@@ -126,6 +133,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
+        if not isinstance(self.video_head_width, int) or isinstance(self.video_head_width, bool) \
+                or self.video_head_width < 1:
+            raise ConfigError(f"video_head_width={self.video_head_width!r} must be a positive integer")
         for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -143,6 +153,10 @@ class ModelConfig:
             raise ConfigError(f"cond_stem='trunk' reads the conditioning tokens off the keypoint encoder's stride-4 "
                               f"map: it needs keypoints > 0 (got {self.keypoints}) and a power-of-two patch_size "
                               f">= 4 (got {self.patch_size}); or use cond_stem='conv'")
+        if self.video_head == "conv" and (not self.keypoints or self.patch_size % 4 or self.img_size % 4):
+            raise ConfigError(f"video_head='conv' works on the keypoint encoder's stride-4 map: it needs keypoints > 0 "
+                              f"(got {self.keypoints}) and patch_size and img_size multiples of 4 (got "
+                              f"{self.patch_size}, {self.img_size}); or use video_head='linear'")
         if not isinstance(self.text_bigrams, bool):
             raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
         if self.keypoints and self.keypoint_channels < 1:
@@ -182,7 +196,7 @@ class ModelConfig:
             raise ConfigError(f"diffusion_steps={self.diffusion_steps!r} must be an integer >= 2")
         for name, allowed in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("pos_embed", POS_EMBEDS),
                               ("action_pool", ACTION_POOLS), ("cond_stem", COND_STEMS),
-                              ("future_input", FUTURE_INPUTS)):
+                              ("future_input", FUTURE_INPUTS), ("video_head", VIDEO_HEADS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
 
@@ -212,7 +226,8 @@ class ModelConfig:
                 "gr2-sim 0.1.0 (git checkout 84611db)")
         # fields added after the redesign: configs saved before them load with the behaviour they were trained with
         # (no bigram table in the weights, no auxiliary head, the state in every block, the DiT's states read)
-        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True, **data}
+        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
+                "video_head": "linear", **data}
         return cls(**data)
 
 

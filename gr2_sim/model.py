@@ -74,12 +74,12 @@ def patchify(frames: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(B, Fr * (H // p) * (W // p), C * p * p)
 
 
-def unpatchify(tokens: torch.Tensor, n_frames: int, img_size: int, p: int) -> torch.Tensor:
-    """(B, F * (img/p)^2, 3*p*p) -> (B, F, 3, img, img); the inverse of ``patchify``."""
+def unpatchify(tokens: torch.Tensor, n_frames: int, img_size: int, p: int, channels: int = 3) -> torch.Tensor:
+    """(B, F * (img/p)^2, C*p*p) -> (B, F, C, img, img); the inverse of ``patchify``."""
     B, g = tokens.shape[0], img_size // p
-    x = tokens.reshape(B, n_frames, g, g, 3, p, p)
-    x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, 3, g, p, g, p)
-    return x.reshape(B, n_frames, 3, img_size, img_size)
+    x = tokens.reshape(B, n_frames, g, g, channels, p, p)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, F, C, g, p, g, p)
+    return x.reshape(B, n_frames, channels, img_size, img_size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -165,12 +165,13 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated LayerNorm + linear to patch pixels; zero-initialised, so predictions start at 0."""
+    """adaLN-modulated LayerNorm + linear to ``out_dim`` values per token (a patch's pixels, or the conv video
+    head's features); zero-initialised, so predictions start at 0."""
 
-    def __init__(self, d_model: int, patch_size: int) -> None:
+    def __init__(self, d_model: int, out_dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(d_model, 3 * patch_size * patch_size)
+        self.linear = nn.Linear(d_model, out_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 2 * d_model))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -266,6 +267,49 @@ class SpatialSoftmax(nn.Module):
         return (probs @ grid).flatten(1)  # (B, 2K): x0, y0, x1, y1, ...
 
 
+class ConvVideoHead(nn.Module):
+    """The "conv" video head: future-frame token states -> the change of each future frame, at full resolution.
+
+    A linear head must draw a 16x16x3 patch from one 128-wide token: it cannot move a 6-pixel cube by two
+    pixels. This head works on a stride-4 grid instead (16x16 for a 64x64 frame), the resolution of the keypoint
+    encoder's map, as a U-Net's last stage does: per future frame it stacks
+      - the token states, each spread over its (p/4)^2 cells (``width`` channels per cell, from the FinalLayer),
+      - the conditioning frame's trunk features (the keypoint encoder's map: a skip connection, so the video
+        loss trains the features the policy reads its keypoints from),
+      - the conditioning frame and the noisy future frame, each 4x4 pixel block folded into 48 channels
+        (pixel unshuffle: nothing is lost),
+    mixes them with a 1x1 and two 3x3 convolutions (GroupNorm, GELU) and unfolds 48 channels per cell back into
+    4x4 pixel blocks. The last convolution starts at zero, so with the residual the prediction starts as "copy".
+    """
+
+    def __init__(self, trunk_channels: int, width: int) -> None:
+        super().__init__()
+        self.width = width
+        in_ch = width + trunk_channels + 2 * 48
+        groups = 8 if width % 8 == 0 else 1
+        self.mix = nn.Conv2d(in_ch, width, 1)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 48, 3, padding=1)
+        self.norm0 = nn.GroupNorm(groups, width)
+        self.norm1 = nn.GroupNorm(groups, width)
+
+    def forward(self, cells: torch.Tensor, trunk: torch.Tensor, cond_frame: torch.Tensor,
+                noisy_future: torch.Tensor) -> torch.Tensor:
+        """cells: (B, T, width, h, w) token features on the stride-4 grid; trunk: (B, C, h, w);
+        cond_frame: (B, 3, H, W); noisy_future: (B, T, 3, H, W) -> (B, T, 3, H, W)."""
+        B, T = noisy_future.shape[:2]
+        expand = lambda x: x.unsqueeze(1).expand(B, T, *x.shape[1:]).flatten(0, 1)  # noqa: E731
+        x = torch.cat([cells.flatten(0, 1), expand(trunk), expand(F.pixel_unshuffle(cond_frame, 4)),
+                       F.pixel_unshuffle(noisy_future.flatten(0, 1), 4)], dim=1)  # (B*T, in_ch, h, w)
+        x = F.gelu(self.norm0(self.mix(x)))
+        x = F.gelu(self.norm1(self.conv1(x)))
+        out = F.pixel_shuffle(self.conv2(x), 4)  # (B*T, 3, H, W)
+        return out.reshape(B, T, *out.shape[1:])
+
+    def convs(self) -> list[nn.Conv2d]:
+        return [self.mix, self.conv1, self.conv2]
+
+
 class AttentionPool(nn.Module):
     """Per future frame, a learned query attends over that frame's tokens and the conditioning frame's tokens.
 
@@ -340,7 +384,12 @@ class VideoActionDiT(nn.Module):
             if cfg.state_dim and cfg.state_in_blocks else None
         )
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
-        self.final_layer = FinalLayer(D, cfg.patch_size)
+        if cfg.video_head == "conv":  # token states -> features on the stride-4 grid -> pixels (ConvVideoHead)
+            self.final_layer = FinalLayer(D, cfg.video_head_width * (cfg.patch_size // 4) ** 2)
+            self.video_head = ConvVideoHead(cfg.keypoint_channels, cfg.video_head_width)
+        else:  # token states -> the patch's pixels
+            self.final_layer = FinalLayer(D, 3 * cfg.patch_size**2)
+            self.video_head = None
         self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
         self.keypoints = KeypointEncoder(cfg.lang_dim, cfg.keypoint_channels, cfg.keypoints) if cfg.keypoints else None
         # the pooled states are normalised on their own: the residual stream's scale (~10) would otherwise drown
@@ -418,6 +467,10 @@ class VideoActionDiT(nn.Module):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.video_head is not None:  # the cells start at zero from the FinalLayer; the output too
+            nn.init.xavier_uniform_(self.final_layer.linear.weight)  # else no gradient reaches the tokens
+            nn.init.zeros_(self.video_head.conv2.weight)
+            nn.init.zeros_(self.video_head.conv2.bias)
 
     def condition(self, t: torch.Tensor, lang: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """c = timestep + instruction (+ state) embedding: (B, D); ``lang`` is the text encoder's (B, lang_dim)."""
@@ -500,7 +553,13 @@ class VideoActionDiT(nn.Module):
         future = x[:, n:]  # (B, T*n, D): the conditioning frame's tokens are context only
         video_pred = None  # need_video=False (an actions-only readout) skips the video head
         if need_video or target_noise is not None:
-            video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
+            if self.video_head is None:
+                video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
+            else:
+                trunk = cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # (B, C, H/4, W/4)
+                cells = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size // 4, cfg.patch_size // 4,
+                                   channels=cfg.video_head_width)  # (B, T, width, H/4, W/4)
+                video_pred = self.video_head(cells, trunk, cond_frame, noisy_future)
             if cfg.residual:  # the head predicts the change from the conditioning frame
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
         if cfg.action_from_dit:
@@ -590,7 +649,12 @@ class VideoActionDiT(nn.Module):
                                   + 2 * mm(text_len, E, 2 * E))  # fmt: skip
         attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
-        head = mm(1, D, 2 * D) + mm(N - n, D, pix) + mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
+        head = mm(1, D, 2 * D) + mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
+        if self.video_head is None:
+            head += mm(N - n, D, pix)
+        else:  # token states to cells, then the convolutions on every future frame's stride-4 grid
+            head += mm(N - n, D, self.final_layer.linear.out_features)
+            head += cfg.n_future * self._conv_flops(self.video_head.convs(), [], side=cfg.img_size // 4)
         if cfg.action_from_dit:  # the pooled states into the action MLP
             head += mm(cfg.n_future, D, cfg.action_hidden)
         if cfg.action_pool == "attention" and cfg.action_from_dit:  # keys/values of every future token, queries, output projection

@@ -42,7 +42,9 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
      dict(cond_stem="conv", action_pool="mean"), dict(cond_stem="conv", img_size=32, patch_size=8, state_dim=3),
      dict(keypoints=4), dict(keypoints=3, patch_size=4, img_size=16, action_pool="mean"),
      dict(cond_stem="trunk"), dict(cond_stem="trunk", patch_size=8, state_dim=3),
-     dict(cond_stem="trunk", keypoints=3, patch_size=4, img_size=16), dict(state_dim=2, state_in_blocks=False)],
+     dict(cond_stem="trunk", keypoints=3, patch_size=4, img_size=16), dict(state_dim=2, state_in_blocks=False),
+     dict(video_head="conv"), dict(video_head="conv", patch_size=4, img_size=16, video_head_width=4),
+     dict(video_head="conv", cond_stem="conv", state_dim=3)],
 )  # fmt: skip
 def test_output_shapes(overrides):
     cfg = make_config("tiny", **overrides)
@@ -407,3 +409,40 @@ def test_action_mask_counts_only_the_chosen_samples():
     torch.testing.assert_close(out.action_loss, first)
     none = model(**inputs, target_actions=target, action_mask=torch.tensor([False, False]))
     assert none.action_loss == 0
+
+
+def test_conv_video_head_starts_as_copy_and_moves_pixels_locally():
+    """video_head="conv": the prediction starts as "copy" (zero last convolution), a video loss alone trains the
+    keypoint encoder through the skip even with the separate conv stem, and a change in one 4x4 block of the
+    noisy future moves the prediction near that block (two 3x3 convolutions on the stride-4 grid: up to 2 cells,
+    8 pixels, away) and only through the GroupNorm statistics elsewhere, when the transformer is out of the way."""
+    cfg = make_config("tiny", video_head="conv", cond_stem="conv", img_size=32, patch_size=8)
+    model = VideoActionDiT(cfg)
+    inputs = make_inputs(cfg)
+    out = model(**inputs)
+    assert torch.equal(out.video_pred, inputs["cond_frame"].unsqueeze(1).expand_as(out.video_pred))
+    randomize_zero_init(model)
+    out = model(**inputs, target_noise=torch.randn_like(inputs["noisy_future"]))
+    out.video_loss.backward()
+    assert model.keypoints.convs[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.final_layer.linear.weight.zero_()  # cut the tokens: only the convolutions remain
+        model.final_layer.linear.bias.zero_()
+        a = model(**inputs).video_pred
+        noisy = inputs["noisy_future"].clone()
+        noisy[:, 0, :, 12:16, 12:16] += 1.0  # one 4x4 block of the first future frame
+        b = model(**dict(inputs, noisy_future=noisy)).video_pred
+    diff = (a - b).abs().amax(dim=(0, 2))  # (T, H, W)
+    assert diff[0, 12:16, 12:16].max() > 0 and not diff[1:].any()
+    far = diff[0].clone()
+    far[4:24, 4:24] = 0  # within two cells of the block
+    assert far.max() < 0.2 * diff[0, 12:16, 12:16].max()
+    small = VideoActionDiT(make_config("small", action_dim=7))
+    conv = VideoActionDiT(make_config("small", action_dim=7, video_head="conv"))
+    assert conv.estimate_flops()["forward"] > small.estimate_flops()["forward"]
+    with pytest.raises(ConfigError, match="video_head='conv'.*keypoints > 0"):
+        make_config("tiny", video_head="conv", keypoints=0)
+    with pytest.raises(ConfigError, match="video_head='bogus' is not one of"):
+        make_config("tiny", video_head="bogus")
+    assert ModelConfig.from_dict({k: v for k, v in make_config("tiny").to_dict().items()
+                                  if k != "video_head"}).video_head == "linear"

@@ -123,6 +123,10 @@ class ModelConfig:
     # convolutions, pixels). "conv" needs keypoints > 0
     video_head: str = "linear"
     video_head_width: int = 32  # channels per stride-4 cell of the conv video head
+    # whether the conv video head's gradient flows into the keypoint encoder's map it reads (True: it reads the
+    # map as a fixed input, so that map is shaped by the action loss and, through the conditioning tokens of
+    # cond_stem="trunk", by the video loss as before). Inference is the same either way
+    video_head_detach: bool = True
 
     def __post_init__(self) -> None:
         positive = (
@@ -157,6 +161,8 @@ class ModelConfig:
             raise ConfigError(f"video_head='conv' works on the keypoint encoder's stride-4 map: it needs keypoints > 0 "
                               f"(got {self.keypoints}) and patch_size and img_size multiples of 4 (got "
                               f"{self.patch_size}, {self.img_size}); or use video_head='linear'")
+        if not isinstance(self.video_head_detach, bool):
+            raise ConfigError(f"video_head_detach={self.video_head_detach!r} must be true or false")
         if not isinstance(self.text_bigrams, bool):
             raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
         if self.keypoints and self.keypoint_channels < 1:
@@ -224,11 +230,14 @@ class ModelConfig:
                 "(pixel-level conditioning, residual video head, keypoint encoder): its weights do not fit this "
                 "version. Retrain it with this version (the same `gr2-sim train` command), or evaluate it with "
                 "gr2-sim 0.1.0 (git checkout 84611db)")
-        # fields added after the redesign: configs saved before them load with the behaviour they were trained with
-        # (no bigram table in the weights, no auxiliary head, the state in every block, the DiT's states read)
-        data = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
-                "video_head": "linear", **data}
-        return cls(**data)
+        return cls(**{**LATER_FIELDS, **data})
+
+
+# fields added after the redesign, with the value that gives the behaviour configs saved before them were
+# trained with (no bigram table in the weights, no auxiliary head, the state in every block, the DiT's states
+# read, the linear video head): checkpoints and pinned sweep configs without them load as they were
+LATER_FIELDS: dict[str, Any] = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
+                                "video_head": "linear"}
 
 
 def _check_fields(data: dict[str, Any]) -> None:

@@ -559,7 +559,8 @@ class VideoActionDiT(nn.Module):
                 trunk = cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # (B, C, H/4, W/4)
                 cells = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size // 4, cfg.patch_size // 4,
                                    channels=cfg.video_head_width)  # (B, T, width, H/4, W/4)
-                video_pred = self.video_head(cells, trunk, cond_frame, noisy_future)
+                video_pred = self.video_head(cells, trunk.detach() if cfg.video_head_detach else trunk,
+                                             cond_frame, noisy_future)
             if cfg.residual:  # the head predicts the change from the conditioning frame
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
         if cfg.action_from_dit:

@@ -188,13 +188,13 @@ def pinned_model(args, out: Path) -> dict:
     error: use a new ``--out``.
     """
     from gr2_sim.checkpoint import load_model_config
-    from gr2_sim.config import make_config
+    from gr2_sim.config import LATER_FIELDS, make_config
     from gr2_sim.train import parse_overrides
 
     path, phase1 = out / "model.json", out / "runs" / "phase1" / "config.json"
     asked = parse_overrides(args.overrides)
-    if path.exists():
-        pinned = json.loads(path.read_text())
+    if path.exists():  # fields added since it was pinned keep the behaviour it was started with
+        pinned = {**LATER_FIELDS, **json.loads(path.read_text())}
     else:
         source = load_model_config(phase1.parent) if phase1.exists() else make_config(args.preset, **asked)
         pinned = {k: v for k, v in source.to_dict().items() if k not in DATA_FIELDS}

@@ -413,10 +413,11 @@ def test_action_mask_counts_only_the_chosen_samples():
 
 def test_conv_video_head_starts_as_copy_and_moves_pixels_locally():
     """video_head="conv": the prediction starts as "copy" (zero last convolution), a video loss alone trains the
-    keypoint encoder through the skip even with the separate conv stem, and a change in one 4x4 block of the
+    keypoint encoder through the skip with video_head_detach=False (not by default), and a change in one 4x4 block of the
     noisy future moves the prediction near that block (two 3x3 convolutions on the stride-4 grid: up to 2 cells,
     8 pixels, away) and only through the GroupNorm statistics elsewhere, when the transformer is out of the way."""
-    cfg = make_config("tiny", video_head="conv", cond_stem="conv", img_size=32, patch_size=8)
+    cfg = make_config("tiny", video_head="conv", cond_stem="conv", img_size=32, patch_size=8,
+                      video_head_detach=False)
     model = VideoActionDiT(cfg)
     inputs = make_inputs(cfg)
     out = model(**inputs)
@@ -425,6 +426,10 @@ def test_conv_video_head_starts_as_copy_and_moves_pixels_locally():
     out = model(**inputs, target_noise=torch.randn_like(inputs["noisy_future"]))
     out.video_loss.backward()
     assert model.keypoints.convs[0].weight.grad.abs().sum() > 0
+    detached = VideoActionDiT(make_config("tiny", video_head="conv", cond_stem="conv", img_size=32, patch_size=8))
+    detached.load_state_dict(model.state_dict())
+    detached(**inputs, target_noise=torch.randn_like(inputs["noisy_future"])).video_loss.backward()
+    assert detached.keypoints.convs[0].weight.grad is None  # the default: the head reads the map as it is
     with torch.no_grad():
         model.final_layer.linear.weight.zero_()  # cut the tokens: only the convolutions remain
         model.final_layer.linear.bias.zero_()

@@ -65,7 +65,10 @@ def test_every_run_of_a_sweep_has_the_pinned_model(tmp_path, monkeypatch, capsys
     assert pinned["keypoints"] == 2 and pinned["d_model"] == config.PRESETS["tiny"]["d_model"]
 
     # gr2-sim's preset changes between two sessions; the resumed sweep keeps the model it started with
-    monkeypatch.setitem(config.PRESETS, "tiny", {**config.PRESETS["tiny"], "d_model": 48})
+    # (and gains a field the pinned model.json predates: it keeps the behaviour the sweep started with)
+    monkeypatch.setitem(config.PRESETS, "tiny", {**config.PRESETS["tiny"], "d_model": 48, "video_head": "conv"})
+    older = {k: v for k, v in pinned.items() if k != "video_head"}
+    (out / "model.json").write_text(json.dumps(older))
     (out / "runs" / "scratch_N2_s0" / "eval" / "eval.json").unlink()
     for name in ("trainer_state.pt", "model.safetensors"):
         (out / "runs" / "scratch_N2_s0" / name).unlink()
@@ -73,7 +76,7 @@ def test_every_run_of_a_sweep_has_the_pinned_model(tmp_path, monkeypatch, capsys
     assert main(args) == 0
     for run in ("phase1", "scratch_N2_s0", "pretrained_N2_s0"):
         model = json.loads((out / "runs" / run / "config.json").read_text())["model"]
-        assert (model["d_model"], model["keypoints"]) == (pinned["d_model"], 2), run
+        assert (model["d_model"], model["keypoints"], model["video_head"]) == (pinned["d_model"], 2, "linear"), run
 
     assert main([*args[:-1], "keypoints=3"]) == 2  # a different model in a started sweep: a clear error
     assert "keypoints=2 there, 3 asked" in capsys.readouterr().err

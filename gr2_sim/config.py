@@ -131,15 +131,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         positive = (
             "img_size", "patch_size", "n_future", "d_model", "n_heads", "n_layers",
-            "action_dim", "action_hidden", "lang_dim", "vocab_size", "max_text_len",
+            "action_dim", "action_hidden", "lang_dim", "vocab_size", "max_text_len", "video_head_width",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        if not isinstance(self.video_head_width, int) or isinstance(self.video_head_width, bool) \
-                or self.video_head_width < 1:
-            raise ConfigError(f"video_head_width={self.video_head_width!r} must be a positive integer")
+        for name in ("text_bigrams", "action_from_dit", "state_in_blocks", "residual", "video_head_detach"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -161,10 +161,6 @@ class ModelConfig:
             raise ConfigError(f"video_head='conv' works on the keypoint encoder's stride-4 map: it needs keypoints > 0 "
                               f"(got {self.keypoints}) and patch_size and img_size multiples of 4 (got "
                               f"{self.patch_size}, {self.img_size}); or use video_head='linear'")
-        if not isinstance(self.video_head_detach, bool):
-            raise ConfigError(f"video_head_detach={self.video_head_detach!r} must be true or false")
-        if not isinstance(self.text_bigrams, bool):
-            raise ConfigError(f"text_bigrams={self.text_bigrams!r} must be true or false")
         if self.keypoints and self.keypoint_channels < 1:
             raise ConfigError(f"keypoints={self.keypoints} needs keypoint_channels >= 1, got {self.keypoint_channels}")
         if self.keypoints and self.img_size % 4:
@@ -173,14 +169,8 @@ class ModelConfig:
         if self.aux_dim and not self.keypoints:
             raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
                               f"keypoints > 0 (got 0)")
-        if not isinstance(self.action_from_dit, bool):
-            raise ConfigError(f"action_from_dit={self.action_from_dit!r} must be true or false")
         if not self.action_from_dit and not self.keypoints:
             raise ConfigError("action_from_dit=false leaves the action head only the keypoints: it needs keypoints > 0")
-        if not isinstance(self.state_in_blocks, bool):
-            raise ConfigError(f"state_in_blocks={self.state_in_blocks!r} must be true or false")
-        if not isinstance(self.residual, bool):
-            raise ConfigError(f"residual={self.residual!r} must be true or false")
         if self.residual and self.prediction != "x0":
             raise ConfigError(f"residual=True predicts the clean frames as the conditioning frame plus a change, "
                               f"so it needs prediction='x0' (got {self.prediction!r}); or set residual=false")

@@ -282,14 +282,16 @@ class ConvVideoHead(nn.Module):
     4x4 pixel blocks. The last convolution starts at zero, so with the residual the prediction starts as "copy".
     """
 
+    FOLD = 4  # pixels per cell side: the keypoint map's stride
+    FOLDED = 3 * FOLD**2  # an RGB cell's pixels as channels
+
     def __init__(self, trunk_channels: int, width: int) -> None:
         super().__init__()
-        self.width = width
-        in_ch = width + trunk_channels + 2 * 48
+        in_ch = width + trunk_channels + 2 * self.FOLDED
         groups = 8 if width % 8 == 0 else 1
         self.mix = nn.Conv2d(in_ch, width, 1)
         self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, 48, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, self.FOLDED, 3, padding=1)
         self.norm0 = nn.GroupNorm(groups, width)
         self.norm1 = nn.GroupNorm(groups, width)
 
@@ -299,11 +301,11 @@ class ConvVideoHead(nn.Module):
         cond_frame: (B, 3, H, W); noisy_future: (B, T, 3, H, W) -> (B, T, 3, H, W)."""
         B, T = noisy_future.shape[:2]
         expand = lambda x: x.unsqueeze(1).expand(B, T, *x.shape[1:]).flatten(0, 1)  # noqa: E731
-        x = torch.cat([cells.flatten(0, 1), expand(trunk), expand(F.pixel_unshuffle(cond_frame, 4)),
-                       F.pixel_unshuffle(noisy_future.flatten(0, 1), 4)], dim=1)  # (B*T, in_ch, h, w)
+        x = torch.cat([cells.flatten(0, 1), expand(trunk), expand(F.pixel_unshuffle(cond_frame, self.FOLD)),
+                       F.pixel_unshuffle(noisy_future.flatten(0, 1), self.FOLD)], dim=1)  # (B*T, in_ch, h, w)
         x = F.gelu(self.norm0(self.mix(x)))
         x = F.gelu(self.norm1(self.conv1(x)))
-        out = F.pixel_shuffle(self.conv2(x), 4)  # (B*T, 3, H, W)
+        out = F.pixel_shuffle(self.conv2(x), self.FOLD)  # (B*T, 3, H, W)
         return out.reshape(B, T, *out.shape[1:])
 
     def convs(self) -> list[nn.Conv2d]:
@@ -467,8 +469,8 @@ class VideoActionDiT(nn.Module):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        if self.video_head is not None:  # the cells start at zero from the FinalLayer; the output too
-            nn.init.xavier_uniform_(self.final_layer.linear.weight)  # else no gradient reaches the tokens
+        if self.video_head is not None:  # the output starts at zero (the last convolution), not the cells:
+            nn.init.xavier_uniform_(self.final_layer.linear.weight)  # the tokens shape them from the first step
             nn.init.zeros_(self.video_head.conv2.weight)
             nn.init.zeros_(self.video_head.conv2.bias)
 
@@ -527,13 +529,15 @@ class VideoActionDiT(nn.Module):
 
         # (B, lang_dim); the null instruction when dropped
         lang = cached("lang", lambda: self.text_encoder(text_tokens, text_dropout))
+        # the keypoint encoder's (B, C, H/4, W/4) map of the conditioning frame, computed once per call (or per
+        # sampling with cond_cache) for whichever of the trunk stem, the conv video head and the keypoints use it
+        trunk_map = lambda: cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # noqa: E731
         future_in = noisy_future  # (B, T, 3, H, W)
         if cfg.future_input == "stack":  # every future pixel carries the current pixel beside it
             future_in = torch.cat([noisy_future, cond_frame.unsqueeze(1).expand_as(noisy_future)], dim=2)
         future_tokens = self.patch_embed(patchify(future_in, cfg.patch_size))  # (B, T*n, D)
         if self.trunk_stem is not None:  # one conv trunk for the keypoints and the conditioning tokens
-            trunk = cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # (B, C, H/4, W/4)
-            cond_tokens = cached("cond_tokens", lambda: self.trunk_stem(trunk))  # (B, n, D)
+            cond_tokens = cached("cond_tokens", lambda: self.trunk_stem(trunk_map()))  # (B, n, D)
         elif self.cond_stem is not None:
             cond_tokens = cached("cond_tokens", lambda: self.cond_stem(cond_frame, lang))  # (B, n, D)
         else:
@@ -556,7 +560,7 @@ class VideoActionDiT(nn.Module):
             if self.video_head is None:
                 video_pred = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size, cfg.patch_size)
             else:
-                trunk = cached("trunk", lambda: self.keypoints.features(cond_frame, lang))  # (B, C, H/4, W/4)
+                trunk = trunk_map()  # (B, C, H/4, W/4)
                 cells = unpatchify(self.final_layer(future, c), cfg.n_future, cfg.img_size // 4, cfg.patch_size // 4,
                                    channels=cfg.video_head_width)  # (B, T, width, H/4, W/4)
                 video_pred = self.video_head(cells, trunk.detach() if cfg.video_head_detach else trunk,
@@ -572,10 +576,7 @@ class VideoActionDiT(nn.Module):
             per_frame = x.new_zeros(x.shape[0], cfg.n_future, 0)
         aux_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
-            if self.trunk_stem is not None:
-                keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk))  # (B, 2K)
-            else:
-                keypoints = cached("keypoints", lambda: self.keypoints(cond_frame, lang))  # (B, 2K)
+            keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk_map()))  # (B, 2K)
             if target_aux is not None:
                 if self.aux_head is None:
                     raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")

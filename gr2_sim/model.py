@@ -398,9 +398,10 @@ class VideoActionDiT(nn.Module):
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
         head_in = D * cfg.action_from_dit + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
-        self.action_head = nn.Sequential(
-            nn.Linear(head_in, cfg.action_hidden), nn.GELU(), nn.Linear(cfg.action_hidden, cfg.action_dim),
-        )
+        layers = []
+        for i in range(cfg.action_layers):
+            layers += [nn.Linear(head_in if i == 0 else cfg.action_hidden, cfg.action_hidden), nn.GELU()]
+        self.action_head = nn.Sequential(*layers, nn.Linear(cfg.action_hidden, cfg.action_dim))
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
         self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
                                        nn.Linear(cfg.action_hidden, cfg.aux_dim)) if cfg.aux_dim else None)
@@ -652,6 +653,7 @@ class VideoActionDiT(nn.Module):
         attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
         head = mm(1, D, 2 * D) + mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
+        head += (cfg.action_layers - 1) * mm(cfg.n_future, cfg.action_hidden, cfg.action_hidden)
         if self.video_head is None:
             head += mm(N - n, D, pix)
         else:  # token states to cells, then the convolutions on every future frame's stride-4 grid

@@ -56,11 +56,12 @@ class BCConfig:
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets (gr2_sim.text)
     max_text_len: int = 16  # instruction words read
     hidden: int = 256  # MLP hidden width
+    head_layers: int = 1  # hidden layers of the MLP (1 = Linear-SiLU-Linear)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.strides = tuple(int(s) for s in self.strides)
-        for name in ("img_size", "action_dim", "horizon", "lang_dim", "max_text_len", "hidden"):
+        for name in ("img_size", "action_dim", "horizon", "lang_dim", "max_text_len", "hidden", "head_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"BCConfig.{name}={getattr(self, name)!r} must be >= 1")
         if self.state_dim < 0:
@@ -117,8 +118,11 @@ class BCModel(nn.Module):
             nn.init.zeros_(film.bias)
             self.films.append(film)
             width = out
-        self.head = nn.Sequential(nn.Linear(2 * width + cfg.state_dim, cfg.hidden), nn.SiLU(),
-                                  nn.Linear(cfg.hidden, cfg.horizon * cfg.action_dim))
+        layers, fan_in = [], 2 * width + cfg.state_dim
+        for _ in range(cfg.head_layers):
+            layers += [nn.Linear(fan_in, cfg.hidden), nn.SiLU()]
+            fan_in = cfg.hidden
+        self.head = nn.Sequential(*layers, nn.Linear(fan_in, cfg.horizon * cfg.action_dim))
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids (B, max_text_len) in this model's vocabulary."""
@@ -177,7 +181,7 @@ class BCModel(nn.Module):
             forward += mm(side * side, conv.in_channels * 9, conv.out_channels) + mm(1, cfg.lang_dim, film.out_features)
         width = cfg.channels[-1]
         forward += mm(width, side * side, 2)  # the keypoint expectations
-        forward += mm(1, 2 * width + cfg.state_dim, cfg.hidden) + mm(1, cfg.hidden, cfg.horizon * cfg.action_dim)
+        forward += sum(mm(1, lin.in_features, lin.out_features) for lin in self.head if isinstance(lin, nn.Linear))
         return {"forward": forward, "train_step": 3 * forward}
 
 

@@ -56,6 +56,19 @@ def test_shapes_and_the_spatial_softmax(one_torch_thread):
         BCConfig.from_dict({"n_layers": 2})
 
 
+def test_head_layers_stack_hidden_layers_and_count_their_flops(one_torch_thread):
+    shallow, deep = (BCModel(BCConfig(state_dim=8, head_layers=n, **SMALL)) for n in (1, 3))
+    linears = [m for m in deep.head if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [32, 32, 32, 4 * 7]
+    assert len([m for m in shallow.head if isinstance(m, torch.nn.Linear)]) == 2
+    extra = deep.estimate_flops()["forward"] - shallow.estimate_flops()["forward"]
+    assert extra == 2 * (2 * 32 * 32)  # two more 32x32 matmuls per sample
+    tokens = deep.tokenize(["push the red cube"])
+    assert deep(torch.zeros(1, 3, 64, 64), tokens, torch.zeros(1, 8)).shape == (1, 4, 7)
+    with pytest.raises(UserError, match="head_layers=0"):
+        BCConfig(head_layers=0)
+
+
 def test_overfits_one_batch(demo_file, one_torch_thread):
     torch.manual_seed(0)
     episodes = load_episodes(demo_file, split="train")

@@ -451,3 +451,19 @@ def test_conv_video_head_starts_as_copy_and_moves_pixels_locally():
         make_config("tiny", video_head="bogus")
     assert ModelConfig.from_dict({k: v for k, v in make_config("tiny").to_dict().items()
                                   if k != "video_head"}).video_head == "linear"
+
+
+def test_action_layers_deepen_the_action_mlp_and_old_configs_keep_one():
+    cfg = make_config("tiny", action_layers=3)
+    model = VideoActionDiT(cfg)
+    linears = [m for m in model.action_head if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [cfg.action_hidden] * 3 + [cfg.action_dim]
+    out = model(**make_inputs(cfg))
+    assert out.actions.shape == (2, cfg.n_future, cfg.action_dim)
+    shallow = VideoActionDiT(make_config("tiny"))
+    extra = model.estimate_flops()["forward"] - shallow.estimate_flops()["forward"]
+    assert extra == 2 * 2 * cfg.n_future * cfg.action_hidden**2  # two more hidden matmuls per future frame
+    assert ModelConfig.from_dict({k: v for k, v in make_config("tiny").to_dict().items()
+                                  if k != "action_layers"}).action_layers == 1
+    with pytest.raises(ConfigError, match="action_layers=0 must be a positive integer"):
+        make_config("tiny", action_layers=0)

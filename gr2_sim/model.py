@@ -86,6 +86,16 @@ def unpatchify(tokens: torch.Tensor, n_frames: int, img_size: int, p: int, chann
 # Embedders
 
 
+def mlp(fan_in: int, hidden: int, out: int, layers: int = 1, act: type[nn.Module] = nn.GELU) -> nn.Sequential:
+    """``layers`` hidden Linear-activation pairs of width ``hidden``, then a Linear to ``out`` (the action heads of
+    the DiT and the image BC; the parameter names are those of the one-layer ``Sequential`` they replaced)."""
+    mods: list[nn.Module] = []
+    for _ in range(layers):
+        mods += [nn.Linear(fan_in, hidden), act()]
+        fan_in = hidden
+    return nn.Sequential(*mods, nn.Linear(fan_in, out))
+
+
 class TimestepEmbedder(nn.Module):
     """Diffusion step t (B,) long -> (B, D): sin-cos features then a 2-layer MLP (as in DiT)."""
 
@@ -398,13 +408,9 @@ class VideoActionDiT(nn.Module):
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
         head_in = D * cfg.action_from_dit + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
-        layers = []
-        for i in range(cfg.action_layers):
-            layers += [nn.Linear(head_in if i == 0 else cfg.action_hidden, cfg.action_hidden), nn.GELU()]
-        self.action_head = nn.Sequential(*layers, nn.Linear(cfg.action_hidden, cfg.action_dim))
+        self.action_head = mlp(head_in, cfg.action_hidden, cfg.action_dim, cfg.action_layers)
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
-        self.aux_head = (nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.action_hidden), nn.GELU(),
-                                       nn.Linear(cfg.action_hidden, cfg.aux_dim)) if cfg.aux_dim else None)
+        self.aux_head = mlp(2 * cfg.keypoints, cfg.action_hidden, cfg.aux_dim) if cfg.aux_dim else None
         self.initialize_weights()
 
     @property

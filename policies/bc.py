@@ -36,6 +36,7 @@ from gymnasium import spaces
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.dataset import Normalizer, frames_to_tensor
 from gr2_sim.errors import UserError
+from gr2_sim.model import mlp
 from gr2_sim.text import DEFAULT_VOCAB_SIZE, PAD_ID, tokenize
 from policies.base import CheckpointPolicy
 
@@ -118,11 +119,7 @@ class BCModel(nn.Module):
             nn.init.zeros_(film.bias)
             self.films.append(film)
             width = out
-        layers, fan_in = [], 2 * width + cfg.state_dim
-        for _ in range(cfg.head_layers):
-            layers += [nn.Linear(fan_in, cfg.hidden), nn.SiLU()]
-            fan_in = cfg.hidden
-        self.head = nn.Sequential(*layers, nn.Linear(fan_in, cfg.horizon * cfg.action_dim))
+        self.head = mlp(2 * width + cfg.state_dim, cfg.hidden, cfg.horizon * cfg.action_dim, cfg.head_layers, nn.SiLU)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids (B, max_text_len) in this model's vocabulary."""

@@ -87,6 +87,10 @@ class ModelConfig:
     # False: keypoints and state only; the video half then shapes the actions only through a shared trunk
     # (cond_stem="trunk"). Needs keypoints > 0
     action_from_dit: bool = True
+    # with action_from_dit=false: one MLP maps the keypoints and the state to the whole chunk (T x action_dim,
+    # as the image BC's head does). False: the per-frame head, which, given the same input for every frame,
+    # gives the same action at every step of the chunk (how such runs were trained before this field)
+    chunk_head: bool = True
     state_dim: int = 0  # proprioceptive state size; 0 = no state conditioning
     # where the state enters: True = the adaLN conditioning of every block (and the action head's input when
     # keypoints > 0); False = the action head's input only, so the DiT's states are a function of the frames
@@ -141,7 +145,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        for name in ("text_bigrams", "action_from_dit", "state_in_blocks", "residual", "video_head_detach"):
+        for name in ("text_bigrams", "action_from_dit", "chunk_head", "state_in_blocks", "residual", "video_head_detach"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
@@ -229,10 +233,10 @@ class ModelConfig:
 
 # fields added after the redesign, with the value that gives the behaviour configs saved before them were
 # trained with (no bigram table in the weights, no auxiliary head, the state in every block, the DiT's states
-# read, the linear video head, one hidden action layer): checkpoints and pinned sweep configs without them load
-# as they were
+# read, the linear video head, one hidden action layer, the per-frame head): checkpoints and pinned sweep
+# configs without them load as they were
 LATER_FIELDS: dict[str, Any] = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
-                                "video_head": "linear", "action_layers": 1}
+                                "video_head": "linear", "action_layers": 1, "chunk_head": False}
 
 
 def _check_fields(data: dict[str, Any]) -> None:

@@ -408,10 +408,19 @@ class VideoActionDiT(nn.Module):
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
         head_in = D * cfg.action_from_dit + 2 * cfg.keypoints + (cfg.state_dim if self.state_in_head else 0)
-        self.action_head = mlp(head_in, cfg.action_hidden, cfg.action_dim, cfg.action_layers)
+        # per frame: (D + 2K + S) -> one action; or, from the keypoints and state alone with chunk_head, the
+        # whole chunk at once (2K + S) -> T x action_dim, as the image BC's head
+        chunk = cfg.n_future if self.reads_keypoints_only and cfg.chunk_head else 1
+        self.action_head = mlp(head_in, cfg.action_hidden, chunk * cfg.action_dim, cfg.action_layers)
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
         self.aux_head = mlp(2 * cfg.keypoints, cfg.action_hidden, cfg.aux_dim) if cfg.aux_dim else None
         self.initialize_weights()
+
+    @property
+    def reads_keypoints_only(self) -> bool:
+        """Whether the actions come from the keypoints and the state alone (action_from_dit=false): they then
+        cannot depend on the noisy future frames, and :meth:`keypoint_actions` reads them without the blocks."""
+        return not self.config.action_from_dit
 
     @property
     def state_in_head(self) -> bool:
@@ -574,25 +583,22 @@ class VideoActionDiT(nn.Module):
                                              cond_frame, noisy_future)
             if cfg.residual:  # the head predicts the change from the conditioning frame
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
-        if cfg.action_from_dit:
+        keypoints = aux_loss = None
+        if self.keypoints is not None:  # the same scene positions (and state) for every future frame
+            keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk_map()))  # (B, 2K)
+            aux_loss = self._aux_loss(keypoints, target_aux)
+        if self.reads_keypoints_only:
+            actions = self._actions_from_keypoints(keypoints, state)  # (B, T, action_dim)
+        else:
             per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
             per_frame = (per_frame.mean(dim=2) if self.action_pool is None
                          else self.action_pool(per_frame, x[:, :n], c))
             per_frame = self.action_norm(per_frame)  # (B, T, D)
-        else:  # keypoints and state only
-            per_frame = x.new_zeros(x.shape[0], cfg.n_future, 0)
-        aux_loss = None
-        if self.keypoints is not None:  # the same scene positions (and state) for every future frame
-            keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk_map()))  # (B, 2K)
-            if target_aux is not None:
-                if self.aux_head is None:
-                    raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
-                aux_loss = F.mse_loss(self.aux_head(keypoints), target_aux)
-        extra = ([keypoints] if self.keypoints is not None else []) + ([state] if self.state_in_head else [])
-        if extra:  # (B, 2K), (B, S): the same scene positions and state for every future frame
-            extra = torch.cat(extra, dim=1).unsqueeze(1).expand(-1, cfg.n_future, -1)
-            per_frame = torch.cat([per_frame, extra], dim=2)  # (B, T, D + 2K + S)
-        actions = self.action_head(per_frame)  # (B, T, action_dim)
+            extra = ([keypoints] if keypoints is not None else []) + ([state] if self.state_in_head else [])
+            if extra:  # (B, 2K), (B, S): the same scene positions and state for every future frame
+                extra = torch.cat(extra, dim=1).unsqueeze(1).expand(-1, cfg.n_future, -1)
+                per_frame = torch.cat([per_frame, extra], dim=2)  # (B, T, D + 2K + S)
+            actions = self.action_head(per_frame)  # (B, T, action_dim)
 
         video_loss = action_loss = loss = None
         if target_noise is not None:
@@ -617,6 +623,38 @@ class VideoActionDiT(nn.Module):
             video_pred=video_pred, actions=actions, video_loss=video_loss, action_loss=action_loss, loss=loss,
             attention=attention, aux_loss=aux_loss,
         )  # fmt: skip
+
+    def keypoint_actions(self, cond_frame: torch.Tensor, text_tokens: torch.Tensor, state: torch.Tensor | None = None,
+                         text_dropout: float = 0.0, target_aux: torch.Tensor | None = None):
+        """The actions of a model whose head reads the keypoints and the state only (action_from_dit=false),
+        without running the transformer: the conditioning frame through the keypoint encoder, the head.
+        Returns (actions (B, T, action_dim), aux_loss or None); the same actions as :meth:`forward`'s."""
+        if not self.reads_keypoints_only:
+            raise UserError("keypoint_actions: this model's action head reads the DiT's token states "
+                            "(action_from_dit=true); use forward() or Diffusion.head_actions")
+        cfg = self.config
+        if cfg.state_dim and (state is None or tuple(state.shape) != (cond_frame.shape[0], cfg.state_dim)):
+            got = None if state is None else tuple(state.shape)
+            raise UserError(f"state must be ({cond_frame.shape[0]}, {cfg.state_dim}) since state_dim={cfg.state_dim}, "
+                            f"got {got}")
+        keypoints = self.keypoints(cond_frame, self.text_encoder(text_tokens, text_dropout))  # (B, 2K)
+        return self._actions_from_keypoints(keypoints, state), self._aux_loss(keypoints, target_aux)
+
+    def _actions_from_keypoints(self, keypoints: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """(B, 2K) keypoints and (B, S) state -> (B, T, action_dim)."""
+        cfg = self.config
+        inputs = torch.cat([keypoints] + ([state] if self.state_in_head else []), dim=1)  # (B, 2K + S)
+        if cfg.chunk_head:
+            return self.action_head(inputs).view(-1, cfg.n_future, cfg.action_dim)
+        # the per-frame head of earlier runs: one input, so one action repeated over the chunk
+        return self.action_head(inputs).unsqueeze(1).expand(-1, cfg.n_future, -1)
+
+    def _aux_loss(self, keypoints: torch.Tensor, target_aux: torch.Tensor | None) -> torch.Tensor | None:
+        if target_aux is None:
+            return None
+        if self.aux_head is None:
+            raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
+        return F.mse_loss(self.aux_head(keypoints), target_aux)
 
     def _check_inputs(self, cond_frame, noisy_future, t, state) -> None:
         cfg = self.config
@@ -658,15 +696,15 @@ class VideoActionDiT(nn.Module):
                                   + 2 * mm(text_len, E, 2 * E))  # fmt: skip
         attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
-        head = mm(1, D, 2 * D) + mm(cfg.n_future, cfg.action_hidden, cfg.action_dim)
-        head += (cfg.action_layers - 1) * mm(cfg.n_future, cfg.action_hidden, cfg.action_hidden)
+        # the final layer's modulation; the action MLP once per future frame, or once for the whole chunk
+        rows = 1 if self.reads_keypoints_only and cfg.chunk_head else cfg.n_future
+        head = mm(1, D, 2 * D) + rows * sum(mm(1, m.in_features, m.out_features)
+                                            for m in self.action_head if isinstance(m, nn.Linear))
         if self.video_head is None:
             head += mm(N - n, D, pix)
         else:  # token states to cells, then the convolutions on every future frame's stride-4 grid
             head += mm(N - n, D, self.final_layer.linear.out_features)
             head += cfg.n_future * self._conv_flops(self.video_head.convs(), [], side=cfg.img_size // 4)
-        if cfg.action_from_dit:  # the pooled states into the action MLP
-            head += mm(cfg.n_future, D, cfg.action_hidden)
         if cfg.action_pool == "attention" and cfg.action_from_dit:  # keys/values of every future token, queries, output projection
             head += mm(N, D, 2 * D) + 2 * mm(cfg.n_future, 2 * n, D) + 2 * mm(cfg.n_future, D, D)
         embed = mm(N - n, self.future_channels * cfg.patch_size**2, D)  # future patches
@@ -680,9 +718,6 @@ class VideoActionDiT(nn.Module):
             side = cfg.img_size // 4
             embed += self._conv_flops(self.keypoints.convs, self.keypoints.films)
             embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
-            head += mm(cfg.n_future, 2 * cfg.keypoints, cfg.action_hidden)
-        if self.state_in_head:
-            head += mm(cfg.n_future, cfg.state_dim, cfg.action_hidden)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 

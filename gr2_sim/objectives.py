@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.config import ModelConfig, make_config
@@ -99,7 +100,7 @@ def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
                    use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
                    change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0,
-                   action_on_pure_noise: bool = False):
+                   action_on_pure_noise: bool = False, video_batch: int = 0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
     future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
@@ -110,6 +111,11 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     ``video_weight`` scales the video term: L = video_weight * L_video + action_weight * L_action. At 0 (GR-1's
     "no video prediction" ablation) there are no future frames to denoise: every sample's future is pure noise
     (t = K - 1, what the one-pass head readout sees), no video target is passed, and L = action_weight * L_action.
+
+    A model whose actions come from the keypoints and the state alone (``model.reads_keypoints_only``) cannot
+    read the noisy future, so its action loss counts every sample whatever ``action_on_pure_noise``, through
+    :meth:`~gr2_sim.model.VideoActionDiT.keypoint_actions`; ``video_batch`` (> 0) then runs the transformer
+    and the video loss on the first ``video_batch`` samples only, the action loss on the whole batch.
     """
     if shift:
         batch = dict(batch)
@@ -123,6 +129,26 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
         t = torch.full_like(t, K - 1)
     t = to_device(t, future.device)  # drawn on the CPU generator: the same numbers on every device
     noise = to_device(torch.randn(future.shape, generator=generator), future.device)
+    keypoints_only = getattr(model, "reads_keypoints_only", False)
+    if video_batch and not (keypoints_only and use_actions):
+        raise UserError(f"--video-batch {video_batch} runs the video loss on part of the batch and the action loss "
+                        f"on all of it: it needs --stage action and a model whose action head reads the keypoints "
+                        f"only (--set action_from_dit=false)")
+    if keypoints_only and use_actions:  # the actions from the keypoints, the transformer for the video only
+        actions, aux_loss = model.keypoint_actions(batch["cond"], batch["text"], batch.get("state"), text_dropout,
+                                                   batch.get("aux"))
+        action_loss = F.mse_loss(actions, batch["actions"])
+        loss = action_weight * action_loss + (aux_weight * aux_loss if aux_loss is not None else 0.0)
+        out = {"actions": actions, "action_loss": action_loss, "aux_loss": aux_loss, "video_loss": None}
+        if video_weight > 0:
+            V = min(video_batch or B, B)
+            part = {key: (value[:V] if value is not None else None) for key, value in
+                    (("cond", batch["cond"]), ("future", future), ("text", batch["text"]), ("state", batch.get("state")))}
+            video = _video_loss(model, diffusion, part, t[:V], noise[:V], change_weight, text_dropout)
+            out.update(video_loss=video["video_loss"], video_pred=video["video_pred"])
+            loss = loss + video_weight * video["video_loss"]
+        out["loss"] = loss
+        return out
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t) if video_weight > 0 else None
     weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
@@ -134,6 +160,15 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     if 0 < video_weight != 1:
         out["loss"] = out["loss"] + (video_weight - 1) * out["video_loss"]
     return out
+
+
+def _video_loss(model, diffusion: Diffusion, batch: dict, t: torch.Tensor, noise: torch.Tensor,
+                change_weight: float, text_dropout: float):
+    """The video half's loss alone on ``batch`` (cond, future, text, state) at steps ``t`` with ``noise``."""
+    future = batch["future"]
+    weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
+    return model(batch["cond"], diffusion.q_sample(future, t, noise), t, batch["text"], batch["state"],
+                 target_noise=diffusion.target(future, noise, t), text_dropout=text_dropout, pixel_weight=weight)
 
 
 class VideoObjective:
@@ -171,7 +206,7 @@ class VideoObjective:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
                               self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
                               self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight,
-                              self.cfg.action_on_pure_noise)
+                              self.cfg.action_on_pure_noise, self.cfg.video_batch)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

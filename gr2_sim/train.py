@@ -324,6 +324,9 @@ def add_arguments(p) -> None:
     p.add_argument("--action-on-all-noise", dest="action_on_pure_noise", action="store_false",
                    help="--stage action: the action loss counts every sample, at every noise level of the futures "
                         "(default: only the pure-noise samples, the head readout's input)")
+    p.add_argument("--video-batch", type=int, default=TrainConfig.video_batch, metavar="N",
+                   help="--stage action, with --set action_from_dit=false: the video loss on the first N samples "
+                        "of each batch, the action loss (keypoints and head only, cheap) on all of them (0: all)")
     p.add_argument("--change-weight", type=float, default=TrainConfig.change_weight, metavar="W",
                    help="video loss weight on the pixels that change, relative to the others: 1 + W (0: plain MSE)")
     p.add_argument("--aux-state", type=int, default=0, metavar="K",
@@ -372,6 +375,7 @@ def run(args) -> int:
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
                       aux_state=args.aux_state, action_on_pure_noise=args.action_on_pure_noise, use_state=not args.no_state,
+                      video_batch=args.video_batch,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
                       overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)

@@ -42,6 +42,10 @@ class TrainConfig:
     # learns from the inputs it reads at inference (the `head` readout) and cannot meet its loss by reading the
     # motion off barely noised future frames; the video loss still sees every noise level. False: every sample
     action_on_pure_noise: bool = True
+    # --stage action with a model whose action head reads the keypoints only (action_from_dit=false): the video
+    # loss (the transformer) on the first video_batch samples of each batch, the action loss (the keypoint
+    # encoder and the head, about a twentieth of the cost per sample) on all of them. 0: the whole batch
+    video_batch: int = 0
     # the video loss weighs the pixels that change between the conditioning and the future frame (the arm, the
     # moved cube: a few percent of a frame) 1 + change_weight times the static ones, so that "copy the last
     # frame", nearly right on most pixels, is not where training settles. 0: plain mean squared error
@@ -81,6 +85,9 @@ class TrainConfig:
             raise UserError(f"--change-weight must be >= 0 (0: plain MSE), got {self.change_weight}")
         if not 0 <= self.pure_noise <= 1:
             raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
+        if self.video_batch < 0 or (self.video_batch and self.stage != "action"):
+            raise UserError(f"--video-batch {self.video_batch}: the samples of each batch that carry the video loss, "
+                            f"for --stage action (0: all); got stage {self.stage!r}")
         if self.keep_every < 0:
             raise UserError(f"--keep-every must be >= 0 (0: keep no intermediate weights), got {self.keep_every}")
         if self.threads < 0:

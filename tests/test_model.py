@@ -365,6 +365,41 @@ def test_action_head_without_the_dit_states_reads_keypoints_and_state():
         make_config("tiny", action_from_dit=False, keypoints=0)
 
 
+def test_keypoint_only_head_reads_the_whole_chunk_without_the_blocks():
+    from gr2_sim.diffusion import Diffusion
+
+    cfg = make_config("tiny", state_dim=3, action_from_dit=False, cond_stem="trunk")
+    model = VideoActionDiT(cfg).eval()
+    randomize_zero_init(model)
+    assert model.reads_keypoints_only and model.action_head[-1].out_features == cfg.n_future * cfg.action_dim
+    inputs = make_inputs(cfg)
+    actions = model(**inputs).actions
+    assert actions.shape == (2, cfg.n_future, cfg.action_dim)
+    assert not torch.allclose(actions[:, 0], actions[:, 1])  # one action per step of the chunk
+    direct, aux = model.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
+    torch.testing.assert_close(direct, actions)
+    assert aux is None
+    blocks_ran = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda *a: blocks_ran.append(1))
+    head = Diffusion(cfg).head_actions(model, inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
+    torch.testing.assert_close(head, actions)
+    assert not blocks_ran  # the head readout skips the transformer
+    with pytest.raises(UserError, match="state must be"):
+        model.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], None)
+    lesson_readout = VideoActionDiT(make_config("tiny", state_dim=3))
+    with pytest.raises(UserError, match="reads the DiT's token states"):
+        lesson_readout.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
+    # configs saved before chunk_head keep the per-frame head: one action repeated over the chunk
+    old = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "chunk_head"})
+    assert not old.chunk_head
+    old_model = VideoActionDiT(old)
+    randomize_zero_init(old_model)
+    assert old_model.action_head[-1].out_features == cfg.action_dim
+    repeated = old_model(**inputs).actions
+    torch.testing.assert_close(repeated[:, 0], repeated[:, 1])
+
+
 def test_old_design_checkpoint_config_is_refused_with_what_to_do():
     old = make_config("tiny").to_dict()
     for key in ("future_input", "residual", "keypoint_channels"):

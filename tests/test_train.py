@@ -312,6 +312,46 @@ def test_video_weight_zero_trains_the_dit_on_actions_only(demo_file, tmp_path, c
     assert "nothing to learn" in capsys.readouterr().err
 
 
+def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all(demo_file, tmp_path):
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from gr2_sim.config import make_config
+    from gr2_sim.model import VideoActionDiT
+    from gr2_sim.objectives import diffusion_loss
+
+    torch.manual_seed(0)
+    model = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2, action_from_dit=False))
+    diffusion = SimpleNamespace(num_steps=100, q_sample=lambda x, t, n: x, target=lambda x, n, t: x)
+    S = model.config.img_size
+    batch = {"cond": torch.rand(6, 3, S, S), "future": torch.rand(6, 2, 3, S, S),
+             "text": torch.randint(1, 50, (6, model.config.max_text_len)), "actions": torch.randn(6, 2, 7)}
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda *a, **k: seen.append(a[0].shape[0]) or real_forward(*a, **k)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    out = diffusion_loss(model, diffusion, batch, 2.0, gen(), True, 0.0, video_batch=2, action_on_pure_noise=True)
+    assert seen == [2]  # the transformer sees the first two samples
+    expected = F.mse_loss(model.keypoint_actions(batch["cond"], batch["text"])[0], batch["actions"])
+    torch.testing.assert_close(out["action_loss"], expected)  # every sample, whatever its noise level
+    torch.testing.assert_close(out["loss"], out["video_loss"] + 2.0 * out["action_loss"])
+    seen.clear()
+    no_video = diffusion_loss(model, diffusion, batch, 1.0, gen(), True, 0.0, video_weight=0.0)
+    assert not seen and no_video["video_loss"] is None  # actions only: no transformer pass at all
+    lesson_readout = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2))
+    with pytest.raises(UserError, match="action_from_dit=false"):
+        diffusion_loss(lesson_readout, diffusion, batch, 1.0, gen(), True, 0.0, video_batch=2)
+    with pytest.raises(UserError, match="--video-batch 8"):
+        TrainConfig(stage="video", data="x", out="y", video_batch=8)
+    base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",
+            "--no-progress", "--eval-every", "3", "--ckpt-every", "3", "--batch-size", "4", "--video-batch", "2",
+            "--set", "action_from_dit=false"]
+    assert main([*base, "--out", str(tmp_path / "vb")]) == 0
+    logs = [r for r in metrics(tmp_path / "vb") if "loss" in r]
+    assert logs and all("video_loss" in r and "action_loss" in r for r in logs)
+
+
 def test_ema_decay_and_warmup_flags(demo_file, tmp_path, capsys):
     from gr2_sim.checkpoint import load_weights
 

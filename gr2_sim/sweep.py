@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs == 1:
         for i, cell in enumerate(cells):
             rows[i] = run_cell(args, paths, runs, *cell)
-            write_results(out, [rows[k] for k in sorted(rows)], args)
+            write_results(out, [rows[k] for k in sorted(rows)], args, len(cells))
     else:  # each cell in a process of its own; the table grows as cells finish
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                 rows[futures[future]] = row = future.result()
                 print(f"cell done: {row['variant']} N={row['demos']} seed {row['seed']}: "
                       f"{row['successes']}/{row['episodes']}", flush=True)
-                write_results(out, [rows[k] for k in sorted(rows)], args)
+                write_results(out, [rows[k] for k in sorted(rows)], args, len(cells))
     print(f"sweep complete: {out / 'results.md'}")
     return 0
 
@@ -406,7 +406,8 @@ def budget_text(args) -> str:
             f"(model FLOPs per sample from each model's estimate_flops)")
 
 
-def write_results(out: Path, rows: list[dict], args) -> None:
+def write_results(out: Path, rows: list[dict], args, cells_total: int | None = None) -> None:
+    """results.json, results.md and the plot from the ``rows`` done so far (of ``cells_total`` cells)."""
     from gr2_sim.plots import plot_success_vs_demos
 
     seconds = timing(out, rows)
@@ -449,7 +450,8 @@ def write_results(out: Path, rows: list[dict], args) -> None:
                      f"{', '.join(f'{p:.2f}' for p in c['per_seed_success'])} | {c['train_wall_s_mean']:.0f} | "
                      f"{versus} |")
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items() if v is not None and k != "total")
-    lines += ["", f"Compute time so far: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "
+    done = "" if cells_total is None or len(rows) >= cells_total else f" so far ({len(rows)} of {cells_total} cells)"
+    lines += ["", f"Compute time{done}: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "
               "when it ran: the lesson's cost on an idle machine only if nothing else ran beside it)."]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     plot_success_vs_demos(rows, out / "success_vs_demos.png")

@@ -302,6 +302,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--action-weight", type=float, default=TrainConfig.action_weight, help="lambda")
+    p.add_argument("--text-dropout", type=float, default=TrainConfig.text_dropout, metavar="P",
+                   help="phases 2-3: probability per sample of training with the null instruction (classifier-free "
+                        "guidance of the video); 0: never")
     p.add_argument("--video-weight", type=float, default=TrainConfig.video_weight,
                    help="weight of the video loss (0: actions only, no future frames to denoise; --stage action)")
     p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
@@ -375,7 +378,7 @@ def run(args) -> int:
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
                       aux_state=args.aux_state, action_on_pure_noise=args.action_on_pure_noise, use_state=not args.no_state,
-                      video_batch=args.video_batch,
+                      video_batch=args.video_batch, text_dropout=args.text_dropout,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
                       overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
     out = train(cfg)

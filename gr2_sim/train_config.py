@@ -83,6 +83,8 @@ class TrainConfig:
                             f"(0: off); got stage {self.stage!r}")
         if not self.change_weight >= 0:
             raise UserError(f"--change-weight must be >= 0 (0: plain MSE), got {self.change_weight}")
+        if not 0 <= self.text_dropout <= 1:
+            raise UserError(f"--text-dropout must be a probability in [0, 1], got {self.text_dropout}")
         if not 0 <= self.pure_noise <= 1:
             raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
         if self.video_batch < 0 or (self.video_batch and self.stage != "action"):

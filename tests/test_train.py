@@ -252,6 +252,8 @@ def test_random_shift_moves_each_window_rigidly():
 def test_shift_is_validated():
     with pytest.raises(UserError, match="--shift must be between 0 and 31"):
         TrainConfig(stage="action", data="x", out="y", shift=-1)
+    with pytest.raises(UserError, match="--text-dropout must be a probability"):
+        TrainConfig(stage="action", data="x", out="y", text_dropout=1.5)
 
 
 def test_pure_noise_fraction_sets_the_noise_levels_of_the_action_stage():
@@ -346,8 +348,10 @@ def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all
         TrainConfig(stage="video", data="x", out="y", video_batch=8)
     base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",
             "--no-progress", "--eval-every", "3", "--ckpt-every", "3", "--batch-size", "4", "--video-batch", "2",
-            "--set", "action_from_dit=false"]
+            "--set", "action_from_dit=false", "--text-dropout", "0"]
     assert main([*base, "--out", str(tmp_path / "vb")]) == 0
+    train = json.loads((tmp_path / "vb" / "config.json").read_text())["train"]
+    assert train["video_batch"] == 2 and train["text_dropout"] == 0.0
     logs = [r for r in metrics(tmp_path / "vb") if "loss" in r]
     assert logs and all("video_loss" in r and "action_loss" in r for r in logs)
 

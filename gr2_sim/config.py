@@ -83,6 +83,9 @@ class ModelConfig:
     # token grid. 0 turns it off (the lesson's readout)
     keypoints: int = 32
     keypoint_channels: int = 32  # width of that encoder's convolutions
+    # "dit": four convolutions of keypoint_channels, strides 1, 2, 1, 2, K learned maps; "bc": the image BC's
+    # encoder (widths C/2, C/2, C, C, strides 2, 1, 2, 1, SiLU, one keypoint per channel: keypoints == C)
+    keypoint_layout: str = "dit"
     # whether the action head reads the DiT's pooled token states (the lesson's readout, beside the keypoints).
     # False: keypoints and state only; the video half then shapes the actions only through a shared trunk
     # (cond_stem="trunk"). Needs keypoints > 0
@@ -169,6 +172,12 @@ class ModelConfig:
             raise ConfigError(f"video_head='conv' works on the keypoint encoder's stride-4 map: it needs keypoints > 0 "
                               f"(got {self.keypoints}) and patch_size and img_size multiples of 4 (got "
                               f"{self.patch_size}, {self.img_size}); or use video_head='linear'")
+        if self.keypoint_layout not in ("dit", "bc"):
+            raise ConfigError(f"keypoint_layout={self.keypoint_layout!r} must be 'dit' or 'bc'")
+        if self.keypoints and self.keypoint_layout == "bc" and (self.keypoints != self.keypoint_channels
+                                                                or self.keypoint_channels % 2):
+            raise ConfigError(f"keypoint_layout='bc' reads one keypoint per channel of the last map: it needs keypoints "
+                              f"== keypoint_channels, even (got {self.keypoints} and {self.keypoint_channels})")
         if self.keypoints and self.keypoint_channels < 1:
             raise ConfigError(f"keypoints={self.keypoints} needs keypoint_channels >= 1, got {self.keypoint_channels}")
         if self.keypoints and self.img_size % 4:
@@ -236,7 +245,8 @@ class ModelConfig:
 # read, the linear video head, one hidden action layer, the per-frame head): checkpoints and pinned sweep
 # configs without them load as they were
 LATER_FIELDS: dict[str, Any] = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
-                                "video_head": "linear", "action_layers": 1, "chunk_head": False}
+                                "video_head": "linear", "action_layers": 1, "chunk_head": False,
+                                "keypoint_layout": "dit"}
 
 
 def _check_fields(data: dict[str, Any]) -> None:

@@ -227,29 +227,36 @@ class ConvStem(nn.Module):
 
 class KeypointEncoder(nn.Module):
     """Frame (B, 3, H, W) + instruction (B, E) -> K image keypoints (B, 2K): the encoder of a plain image
-    policy (robomimic, Diffusion Policy) made small. Four 3x3 convolutions (strides 1, 2, 1, 2) of ``channels``
-    each, GroupNorm, FiLM by the instruction (so a map can respond to "the red cube" only; zero-initialised,
-    the identity), GELU; then :class:`SpatialSoftmax` on the (H/4, W/4) map: a 64x64 frame keeps a 16x16 map,
-    where a 6-pixel cube is still 1-2 cells wide.
+    policy (robomimic, Diffusion Policy) made small. Four 3x3 convolutions, GroupNorm, FiLM by the instruction
+    (so a map can respond to "the red cube" only; zero-initialised, the identity); then
+    :class:`SpatialSoftmax` on the (H/4, W/4) map: a 64x64 frame keeps a 16x16 map, where a 6-pixel cube is
+    still 1-2 cells wide. Two layouts (ModelConfig.keypoint_layout):
+
+    - "dit": ``channels`` wide throughout, strides 1, 2, 1, 2 (the first convolution at full resolution),
+      GELU; K learned 1x1 maps with a learned temperature;
+    - "bc": the image BC's encoder (policies/bc.py): widths C/2, C/2, C, C, strides 2, 1, 2, 1, SiLU; one
+      keypoint per channel of the last map (K = C).
     """
 
-    STRIDES = (1, 2, 1, 2)
+    LAYOUTS = {"dit": ((1, 2, 1, 2), (1, 1, 1, 1)), "bc": ((2, 1, 2, 1), (0.5, 0.5, 1, 1))}  # strides, widths
 
-    def __init__(self, lang_dim: int, channels: int, keypoints: int) -> None:
+    def __init__(self, lang_dim: int, channels: int, keypoints: int, layout: str = "dit") -> None:
         super().__init__()
-        widths = [3] + [channels] * len(self.STRIDES)
+        strides, fractions = self.LAYOUTS[layout]
+        widths = [3] + [int(channels * f) for f in fractions]
         self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=s, padding=1)
-                                   for i, s in enumerate(self.STRIDES))
-        self.norms = nn.ModuleList(nn.GroupNorm(8 if channels % 8 == 0 else 1, channels) for _ in self.STRIDES)
-        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * channels) for _ in self.STRIDES)
-        self.softmax = SpatialSoftmax(channels, keypoints)
+                                   for i, s in enumerate(strides))
+        self.norms = nn.ModuleList(nn.GroupNorm(8 if w % 8 == 0 else 1, w) for w in widths[1:])
+        self.films = nn.ModuleList(nn.Linear(lang_dim, 2 * w) for w in widths[1:])
+        self.act = F.silu if layout == "bc" else F.gelu
+        self.softmax = SpatialSoftmax(channels, keypoints, learned_maps=layout != "bc")
 
     def features(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         """The (B, C, H/4, W/4) feature map the keypoints are read from."""
         x = frame
         for conv, norm, film in zip(self.convs, self.norms, self.films, strict=True):
             scale, shift = film(lang)[:, :, None, None].chunk(2, dim=1)
-            x = F.gelu(norm(conv(x)) * (1 + scale) + shift)  # (B, C, h, w)
+            x = self.act(norm(conv(x)) * (1 + scale) + shift)  # (B, C, h, w)
         return x
 
     def forward(self, frame: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
@@ -257,15 +264,22 @@ class KeypointEncoder(nn.Module):
 
 
 class SpatialSoftmax(nn.Module):
-    """Feature map (B, C, h, w) -> K keypoints (B, 2K): a 1x1 convolution to K maps, a softmax over the pixels
-    of each, and the expected (x, y) in [-1, 1] under it (Levine et al. 2016, "End-to-end training of deep
-    visuomotor policies"). Sub-pixel positions, whatever the token grid; the instruction FiLM of the stem lets
-    a map respond to "the red cube" only."""
+    """Feature map (B, C, h, w) -> K keypoints (B, 2K): K maps, a softmax over the pixels of each, and the
+    expected (x, y) in [-1, 1] under it (Levine et al. 2016, "End-to-end training of deep visuomotor
+    policies"). Sub-pixel positions, whatever the token grid; the instruction FiLM of the stem lets a map
+    respond to "the red cube" only. ``learned_maps``: the maps are a 1x1 convolution of the features with a
+    learned temperature; False: each channel is a map (K = C), temperature 1, as in the image BC."""
 
-    def __init__(self, channels: int, keypoints: int) -> None:
+    def __init__(self, channels: int, keypoints: int, learned_maps: bool = True) -> None:
         super().__init__()
-        self.to_maps = nn.Conv2d(channels, keypoints, 1)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        if learned_maps:
+            self.to_maps = nn.Conv2d(channels, keypoints, 1)
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+        else:
+            if keypoints != channels:
+                raise UserError(f"one keypoint per channel needs keypoints == channels, got {keypoints} and {channels}")
+            self.to_maps = nn.Identity()
+            self.register_buffer("log_temperature", torch.zeros(()), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         B, _, h, w = features.shape
@@ -403,7 +417,8 @@ class VideoActionDiT(nn.Module):
             self.final_layer = FinalLayer(D, 3 * cfg.patch_size**2)
             self.video_head = None
         self.action_pool = AttentionPool(D, cfg.n_future, cfg.n_heads) if cfg.action_pool == "attention" else None
-        self.keypoints = KeypointEncoder(cfg.lang_dim, cfg.keypoint_channels, cfg.keypoints) if cfg.keypoints else None
+        self.keypoints = (KeypointEncoder(cfg.lang_dim, cfg.keypoint_channels, cfg.keypoints, cfg.keypoint_layout)
+                          if cfg.keypoints else None)
         # the pooled states are normalised on their own: the residual stream's scale (~10) would otherwise drown
         # the keypoints (in [-1, 1]) and the state under one LayerNorm (measured: the policy then ignored the image)
         self.action_norm = nn.LayerNorm(D)
@@ -717,7 +732,9 @@ class VideoActionDiT(nn.Module):
         if cfg.keypoints:  # the encoder, 1x1 maps at stride 4, the expectation
             side = cfg.img_size // 4
             embed += self._conv_flops(self.keypoints.convs, self.keypoints.films)
-            embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints) + mm(cfg.keypoints, side * side, 2)
+            if cfg.keypoint_layout == "dit":  # the learned 1x1 maps
+                embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
+            embed += mm(cfg.keypoints, side * side, 2)
         forward = embed + cond + text + L * block + attention + head
         return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
 

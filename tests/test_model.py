@@ -502,3 +502,24 @@ def test_action_layers_deepen_the_action_mlp_and_old_configs_keep_one():
                                   if k != "action_layers"}).action_layers == 1
     with pytest.raises(ConfigError, match="action_layers=0 must be a positive integer"):
         make_config("tiny", action_layers=0)
+
+
+def test_bc_keypoint_layout_is_the_image_bc_encoder():
+    from policies.bc import BCConfig, BCModel
+
+    cfg = make_config("tiny", keypoints=8, keypoint_channels=8, keypoint_layout="bc", action_from_dit=False)
+    model = VideoActionDiT(cfg)
+    bc = BCModel(BCConfig(channels=(4, 4, 8, 8)))
+    assert [c.weight.shape for c in model.keypoints.convs] == [c.weight.shape for c in bc.convs]
+    assert [c.stride for c in model.keypoints.convs] == [c.stride for c in bc.convs]
+    frame = torch.rand(2, 3, cfg.img_size, cfg.img_size) * 2 - 1
+    lang = torch.randn(2, cfg.lang_dim)
+    assert model.keypoints.features(frame, lang).shape == (2, 8, cfg.img_size // 4, cfg.img_size // 4)
+    points = model.keypoints(frame, lang)
+    assert points.shape == (2, 16) and points.abs().max() <= 1
+    with pytest.raises(ConfigError, match="keypoints == keypoint_channels"):
+        make_config("tiny", keypoints=4, keypoint_channels=8, keypoint_layout="bc")
+    with pytest.raises(ConfigError, match="must be 'dit' or 'bc'"):
+        make_config("tiny", keypoint_layout="resnet")
+    old = {k: v for k, v in make_config("tiny").to_dict().items() if k != "keypoint_layout"}
+    assert ModelConfig.from_dict(old).keypoint_layout == "dit"  # saved before the field

@@ -151,7 +151,7 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
         return out
     noisy = diffusion.q_sample(future, t, noise)
     target = diffusion.target(future, noise, t) if video_weight > 0 else None
-    weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
+    weight = _pixel_weight(batch["cond"], future, change_weight)
     out = model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
                 text_dropout=text_dropout, need_video=video_weight > 0, pixel_weight=weight,
@@ -166,9 +166,14 @@ def _video_loss(model, diffusion: Diffusion, batch: dict, t: torch.Tensor, noise
                 change_weight: float, text_dropout: float):
     """The video half's loss alone on ``batch`` (cond, future, text, state) at steps ``t`` with ``noise``."""
     future = batch["future"]
-    weight = 1.0 + change_weight * changed_pixels(batch["cond"], future).float() if change_weight > 0 else None
     return model(batch["cond"], diffusion.q_sample(future, t, noise), t, batch["text"], batch["state"],
-                 target_noise=diffusion.target(future, noise, t), text_dropout=text_dropout, pixel_weight=weight)
+                 target_noise=diffusion.target(future, noise, t), text_dropout=text_dropout,
+                 pixel_weight=_pixel_weight(batch["cond"], future, change_weight))
+
+
+def _pixel_weight(cond: torch.Tensor, future: torch.Tensor, change_weight: float) -> torch.Tensor | None:
+    """Video-loss weights: 1 + change_weight on the pixels that change (:func:`changed_pixels`), 1 elsewhere."""
+    return 1.0 + change_weight * changed_pixels(cond, future).float() if change_weight > 0 else None
 
 
 class VideoObjective:

@@ -282,13 +282,18 @@ class SpatialSoftmax(nn.Module):
             self.register_buffer("log_temperature", torch.zeros(()), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        B, _, h, w = features.shape
-        maps = self.to_maps(features).flatten(2) / self.log_temperature.exp()  # (B, K, h*w)
-        probs = torch.softmax(maps, dim=-1)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=features.device),
-                                torch.linspace(-1, 1, w, device=features.device), indexing="ij")
-        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (h*w, 2)
-        return (probs @ grid).flatten(1)  # (B, 2K): x0, y0, x1, y1, ...
+        return spatial_softmax(self.to_maps(features) / self.log_temperature.exp())  # (B, 2K)
+
+
+def spatial_softmax(maps: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) -> (B, 2K): per map the expected (x, y) in [-1, 1] under a softmax over its H*W cells
+    (the DiT's keypoints and the image BC's)."""
+    B, K, H, W = maps.shape
+    probs = maps.flatten(2).softmax(dim=-1)  # (B, K, H*W)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, H, device=maps.device),
+                            torch.linspace(-1, 1, W, device=maps.device), indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(maps.dtype)  # (H*W, 2)
+    return (probs @ grid).flatten(1)  # (B, 2K): x0, y0, x1, y1, ...
 
 
 class ConvVideoHead(nn.Module):
@@ -647,11 +652,7 @@ class VideoActionDiT(nn.Module):
         if not self.reads_keypoints_only:
             raise UserError("keypoint_actions: this model's action head reads the DiT's token states "
                             "(action_from_dit=true); use forward() or Diffusion.head_actions")
-        cfg = self.config
-        if cfg.state_dim and (state is None or tuple(state.shape) != (cond_frame.shape[0], cfg.state_dim)):
-            got = None if state is None else tuple(state.shape)
-            raise UserError(f"state must be ({cond_frame.shape[0]}, {cfg.state_dim}) since state_dim={cfg.state_dim}, "
-                            f"got {got}")
+        self._check_state(cond_frame.shape[0], state)
         keypoints = self.keypoints(cond_frame, self.text_encoder(text_tokens, text_dropout))  # (B, 2K)
         return self._actions_from_keypoints(keypoints, state), self._aux_loss(keypoints, target_aux)
 
@@ -680,6 +681,10 @@ class VideoActionDiT(nn.Module):
             raise UserError(f"noisy_future shape {tuple(noisy_future.shape)} must be ({B}, {cfg.n_future}, 3, {S}, {S})")
         if tuple(t.shape) != (B,):
             raise UserError(f"t shape {tuple(t.shape)} must be ({B},): one diffusion step per sample")
+        self._check_state(B, state)
+
+    def _check_state(self, B: int, state: torch.Tensor | None) -> None:
+        cfg = self.config
         if cfg.state_dim and (state is None or tuple(state.shape) != (B, cfg.state_dim)):
             got = None if state is None else tuple(state.shape)
             raise UserError(f"state must be ({B}, {cfg.state_dim}) since state_dim={cfg.state_dim}, got {got}")

@@ -36,7 +36,7 @@ from gymnasium import spaces
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.dataset import Normalizer, frames_to_tensor
 from gr2_sim.errors import UserError
-from gr2_sim.model import mlp
+from gr2_sim.model import mlp, spatial_softmax
 from gr2_sim.text import DEFAULT_VOCAB_SIZE, PAD_ID, tokenize
 from policies.base import CheckpointPolicy
 
@@ -90,16 +90,6 @@ class BCConfig:
         if set(data) - known:
             raise UserError(f"unknown BCConfig field(s) {sorted(set(data) - known)}; valid: {sorted(known)}")
         return cls(**data)
-
-
-def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 2C): per channel the expected (x, y) in [-1, 1] under softmax over the H*W cells."""
-    B, C, H, W = features.shape
-    attn = features.flatten(2).softmax(dim=-1)  # (B, C, H*W)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, H, device=features.device),
-                            torch.linspace(-1, 1, W, device=features.device), indexing="ij")
-    grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).to(features.dtype)  # (H*W, 2)
-    return (attn @ grid).flatten(1)  # (B, C*2): x0, y0, x1, y1, ...
 
 
 class BCModel(nn.Module):

@@ -702,7 +702,8 @@ class VideoActionDiT(nn.Module):
         """Matmul FLOPs per sample (2*m*n*k per matmul, attention included; norms and activations ignored).
 
         Keys: forward, train_step (= 3 x forward: backward costs about twice the forward), attention (the
-        QK^T and AV part of forward), tokens.
+        QK^T and AV part of forward), tokens; and for a model whose head reads the keypoints only, actions
+        (:meth:`keypoint_actions`: text, keypoint encoder, head; what a sample outside ``--video-batch`` costs).
         """
         cfg = self.config
         D, N, n, L = cfg.d_model, cfg.n_tokens, cfg.patches_per_frame, cfg.n_layers
@@ -741,7 +742,15 @@ class VideoActionDiT(nn.Module):
                 embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
             embed += mm(cfg.keypoints, side * side, 2)
         forward = embed + cond + text + L * block + attention + head
-        return {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
+        out = {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
+        if self.reads_keypoints_only:
+            side = cfg.img_size // 4
+            encoder = self._conv_flops(self.keypoints.convs, self.keypoints.films) + mm(cfg.keypoints, side * side, 2)
+            if cfg.keypoint_layout == "dit":
+                encoder += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
+            out["actions"] = text + encoder + sum(mm(1, m.in_features, m.out_features)
+                                                  for m in self.action_head if isinstance(m, nn.Linear))
+        return out
 
     def _conv_flops(self, convs, films, side: int | None = None) -> int:
         """Matmul FLOPs of a stack of convolutions (and their FiLM projections) on one frame (or, with

@@ -87,6 +87,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads while training (the wall time in the table is on this many; 0: auto, as gr2-sim train)")
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--video-batch", type=int, default=0, metavar="N",
+                   help="with a keypoint-readout model (--set action_from_dit=false): the video loss on the first N "
+                        "samples of each phase-3 batch of the scratch and pretrained runs, as gr2-sim train "
+                        "--video-batch (0: every sample); the FLOPs budget counts it")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -245,10 +249,20 @@ def budget_steps(args, demos: Path) -> dict[str, int]:
 
         d = data_dims(demos)
         sizes = dict(img_size=d["image_size"], action_dim=d["action_dim"], state_dim=max(d["state_dim"], 0))
-        dit = VideoActionDiT(ModelConfig(**{**args.model, **sizes})).estimate_flops()["train_step"]
+        dit = dit_train_flops(VideoActionDiT(ModelConfig(**{**args.model, **sizes})), args.video_batch, args.batch_size)
         bc = BCModel(BCConfig(**sizes)).estimate_flops()["train_step"]
         steps["bc"] = round(args.steps * dit / bc)
     return steps
+
+
+def dit_train_flops(model, video_batch: int, batch_size: int) -> float:
+    """Training FLOPs per sample of a phase-3 DiT run: every sample through the transformer, or with
+    ``video_batch`` V of a batch B, V samples through it and all B through the keypoint readout."""
+    flops = model.estimate_flops()
+    if not video_batch:
+        return flops["train_step"]
+    v = min(video_batch, batch_size)
+    return (v * flops["train_step"] + batch_size * 3 * flops["actions"]) / batch_size
 
 
 def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
@@ -269,7 +283,8 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
             else:
                 train_if_needed(run, stage="action", preset=None if init else args.preset, init=init,
                                 overrides=None if init else args.model,
-                                video_weight=0.0 if variant == "no-video" else 1.0, **common)
+                                video_weight=0.0 if variant == "no-video" else 1.0,
+                                video_batch=0 if variant == "no-video" else args.video_batch, **common)
         evaluate_run(run, args.env, episodes=args.episodes, mode=mode, out_dir=run / "eval", device=args.device,
                      videos=args.videos, progress=args.jobs == 1, imports=env_source(args)[0],
                      success_key=env_source(args)[1])
@@ -312,6 +327,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)
+    if args.video_batch < 0 or (args.video_batch and args.model.get("action_from_dit", True)):
+        raise UserError(f"--video-batch {args.video_batch}: the samples of each batch that carry the video loss, "
+                        f"for a model whose action head reads the keypoints only; add --set action_from_dit=false "
+                        f"(a new --out), or leave --video-batch at 0")
     paths = ensure_data(args, out / "data")
     init = None
     if "pretrained" in PRETRAIN[args.pretrain]:
@@ -399,6 +418,8 @@ def minus_bc(cells: list[dict]) -> list[dict]:
 def budget_text(args) -> str:
     """The training budget of every run, in words, for the table's header."""
     dit = f"{args.steps} training steps of batch {args.batch_size}"
+    if args.video_batch:
+        dit += f" (the video loss on {min(args.video_batch, args.batch_size)} samples of each)"
     if args.budget == "steps":
         return dit + ", the same for every run"
     bc = args.budget_steps["bc"]
@@ -416,7 +437,7 @@ def write_results(out: Path, rows: list[dict], args, cells_total: int | None = N
     threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "automatic threads (one per free core)"
     atomic_write_text(out / "results.json", json.dumps({
         "env": args.env, "steps": args.steps, "budget": args.budget, "steps_per_variant": args.budget_steps,
-        "jobs": args.jobs, "batch_size": args.batch_size, "mode": args.mode,
+        "jobs": args.jobs, "batch_size": args.batch_size, "video_batch": args.video_batch, "mode": args.mode,
         "episodes": args.episodes, "seeds": args.seeds, "baselines": args.baselines, "train_threads": args.threads,
         "rows": rows, "pooled": cells, "minus_bc": diffs, "seconds": seconds}, indent=2))
     lines = [f"# Success vs demonstrations on {args.env}", "",

@@ -186,8 +186,41 @@ def test_flops_budget_gives_the_image_bc_the_dits_training_flops(demo_file):
 
     model = {k: v for k, v in make_config("small").to_dict().items()
              if k not in ("img_size", "action_dim", "state_dim")}
-    args = argparse.Namespace(steps=1000, budget="flops", model=model)
+    args = argparse.Namespace(steps=1000, budget="flops", model=model, video_batch=0, batch_size=32)
     steps = budget_steps(args, demo_file)
     assert steps["scratch"] == steps["pretrained"] == steps["no-video"] == 1000
     assert 10_000 < steps["bc"] < 20_000
-    assert budget_steps(argparse.Namespace(steps=1000, budget="steps", model=model), demo_file)["bc"] == 1000
+    assert budget_steps(argparse.Namespace(steps=1000, budget="steps", model=model, video_batch=0, batch_size=32),
+                        demo_file)["bc"] == 1000
+
+
+def test_flops_budget_counts_the_video_batch_of_a_keypoint_readout(demo_file, tmp_path, capsys):
+    """With --video-batch V of B, V samples go through the transformer and all B through the keypoint readout:
+    the DiT's FLOPs per sample, so the BC's steps at equal FLOPs, fall between the readout's and the full DiT's."""
+    import argparse
+
+    from gr2_sim.config import make_config
+    from gr2_sim.model import VideoActionDiT
+    from gr2_sim.sweep import budget_steps, dit_train_flops
+
+    model = {k: v for k, v in make_config("small", action_from_dit=False, keypoint_layout="bc").to_dict().items()
+             if k not in ("img_size", "action_dim", "state_dim")}
+    dit = VideoActionDiT(make_config("small", action_from_dit=False, keypoint_layout="bc"))
+    flops = dit.estimate_flops()
+    assert 0 < flops["actions"] < flops["forward"] / 4
+    assert "actions" not in VideoActionDiT(make_config("small")).estimate_flops()  # the head reads the DiT
+    assert dit_train_flops(dit, 0, 32) == flops["train_step"]
+    assert dit_train_flops(dit, 8, 32) == (8 * flops["train_step"] + 32 * 3 * flops["actions"]) / 32
+    assert 3 * flops["actions"] < dit_train_flops(dit, 8, 32) < flops["train_step"]
+    full, part = (budget_steps(argparse.Namespace(steps=1000, budget="flops", model=model, video_batch=v,
+                                                  batch_size=32), demo_file)["bc"] for v in (0, 8))
+    assert part < full / 2
+    # the flag needs such a model
+    assert main(sweep_args(tmp_path / "v") + ["--video-batch", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--video-batch 8" in err and "action_from_dit=false" in err
+    out = tmp_path / "kp"
+    assert main(sweep_args(out) + ["--pretrain", "no", "--set", "action_from_dit=false", "--video-batch", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["video_batch"] == 1 and len(results["rows"]) == 2
+    assert "the video loss on 1 samples of each" in (out / "results.md").read_text()

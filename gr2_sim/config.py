@@ -104,6 +104,12 @@ class ModelConfig:
     # (2016) trained their spatial softmax by regressing object poses. Used in training only: a policy never
     # runs it, and reads the camera alone. 0 = off (the default; results with it are reported apart)
     aux_dim: int = 0
+    # unsupervised (no labels, video only): an MLP decodes the keypoints into the conditioning frame and the
+    # last future frame, downsampled to keypoint_decoder x keypoint_decoder, as the deep spatial autoencoder of
+    # Finn et al. (2016) trained its feature points to locate what varies in robot video. It trains the
+    # keypoints to carry *where* things are in every phase, phases 1-2 included; the policy never runs it.
+    # 0 = off (the default); otherwise a divisor of img_size
+    keypoint_decoder: int = 0
     # language
     lang_dim: int = 64  # instruction embedding width
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets, id 0 = padding (see gr2_sim.text)
@@ -151,7 +157,7 @@ class ModelConfig:
         for name in ("text_bigrams", "action_from_dit", "chunk_head", "state_in_blocks", "residual", "video_head_detach"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
-        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim"):
+        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim", "keypoint_decoder"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 turns it off)")
@@ -186,6 +192,11 @@ class ModelConfig:
         if self.aux_dim and not self.keypoints:
             raise ConfigError(f"aux_dim={self.aux_dim} trains the keypoint encoder to find the objects: it needs "
                               f"keypoints > 0 (got 0)")
+        if self.keypoint_decoder and (not self.keypoints or self.img_size % self.keypoint_decoder):
+            sides = [d for d in range(1, self.img_size + 1) if self.img_size % d == 0]
+            raise ConfigError(f"keypoint_decoder={self.keypoint_decoder} decodes the keypoints into frames of that "
+                              f"side: it needs keypoints > 0 (got {self.keypoints}) and a divisor of img_size="
+                              f"{self.img_size} (one of {sides}); or 0 (off)")
         if not self.action_from_dit and not self.keypoints:
             raise ConfigError("action_from_dit=false leaves the action head only the keypoints: it needs keypoints > 0")
         if self.residual and self.prediction != "x0":
@@ -246,7 +257,7 @@ class ModelConfig:
 # configs without them load as they were
 LATER_FIELDS: dict[str, Any] = {"text_bigrams": False, "aux_dim": 0, "state_in_blocks": True, "action_from_dit": True,
                                 "video_head": "linear", "action_layers": 1, "chunk_head": False,
-                                "keypoint_layout": "dit"}
+                                "keypoint_layout": "dit", "keypoint_decoder": 0}
 
 
 def _check_fields(data: dict[str, Any]) -> None:

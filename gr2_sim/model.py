@@ -434,6 +434,9 @@ class VideoActionDiT(nn.Module):
         self.action_head = mlp(head_in, cfg.action_hidden, chunk * cfg.action_dim, cfg.action_layers)
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
         self.aux_head = mlp(2 * cfg.keypoints, cfg.action_hidden, cfg.aux_dim) if cfg.aux_dim else None
+        # training-time only, unsupervised: the keypoints decoded into two small frames; see ModelConfig
+        side = cfg.keypoint_decoder
+        self.keypoint_decoder = mlp(2 * cfg.keypoints, 512, 2 * 3 * side * side, 2) if side else None
         self.initialize_weights()
 
     @property
@@ -535,6 +538,8 @@ class VideoActionDiT(nn.Module):
         aux_weight: float = 1.0,
         action_mask: torch.Tensor | None = None,
         cond_cache: dict | None = None,
+        recon_future: torch.Tensor | None = None,
+        recon_weight: float = 1.0,
     ) -> ModelOutput:
         """Predict the noise (or v) of the future frames and the actions; losses when targets are given.
 
@@ -549,6 +554,8 @@ class VideoActionDiT(nn.Module):
         target_aux: (B, aux_dim) privileged targets of the auxiliary head (training only; the head runs only
         when they are given); adds aux_weight * aux_loss to the loss.
         action_mask: (B,) bool, the samples whose actions count in the action loss (None: all).
+        recon_future: (B, T, 3, H, W) the clean future frames, for the keypoint decoder's loss (training only;
+        runs only when given and the model has the decoder); adds recon_weight * recon_loss to the loss.
         cond_cache: a dict kept across calls with the same cond_frame, text_tokens and no text dropout (the
         steps of one DDIM sampling): the instruction embedding, the conditioning frame's tokens and its
         keypoints are computed once and reused. None: computed every call.
@@ -603,10 +610,11 @@ class VideoActionDiT(nn.Module):
                                              cond_frame, noisy_future)
             if cfg.residual:  # the head predicts the change from the conditioning frame
                 video_pred = video_pred + cond_frame.unsqueeze(1)  # (B, T, 3, H, W)
-        keypoints = aux_loss = None
+        keypoints = aux_loss = recon_loss = None
         if self.keypoints is not None:  # the same scene positions (and state) for every future frame
             keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk_map()))  # (B, 2K)
             aux_loss = self._aux_loss(keypoints, target_aux)
+            recon_loss = self._recon_loss(keypoints, cond_frame, recon_future)
         if self.reads_keypoints_only:
             actions = self._actions_from_keypoints(keypoints, state)  # (B, T, action_dim)
         else:
@@ -637,24 +645,29 @@ class VideoActionDiT(nn.Module):
                 per_sample = (actions - target_actions).pow(2).flatten(1).mean(1)  # (B,)
                 action_loss = (per_sample * action_mask).sum() / action_mask.sum().clamp_min(1)
             loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
-        if aux_loss is not None:
-            loss = aux_weight * aux_loss if loss is None else loss + aux_weight * aux_loss
+        for term, weight in ((aux_loss, aux_weight), (recon_loss, recon_weight)):
+            if term is not None:
+                loss = weight * term if loss is None else loss + weight * term
         return ModelOutput(
             video_pred=video_pred, actions=actions, video_loss=video_loss, action_loss=action_loss, loss=loss,
-            attention=attention, aux_loss=aux_loss,
+            attention=attention, aux_loss=aux_loss, recon_loss=recon_loss,
         )  # fmt: skip
 
     def keypoint_actions(self, cond_frame: torch.Tensor, text_tokens: torch.Tensor, state: torch.Tensor | None = None,
-                         text_dropout: float = 0.0, target_aux: torch.Tensor | None = None):
+                         text_dropout: float = 0.0, target_aux: torch.Tensor | None = None,
+                         recon_future: torch.Tensor | None = None) -> ModelOutput:
         """The actions of a model whose head reads the keypoints and the state only (action_from_dit=false),
         without running the transformer: the conditioning frame through the keypoint encoder, the head.
-        Returns (actions (B, T, action_dim), aux_loss or None); the same actions as :meth:`forward`'s."""
+        Returns a ModelOutput: actions (B, T, action_dim), the same as :meth:`forward`'s; aux_loss and
+        recon_loss (or None) when target_aux and recon_future are given, as in :meth:`forward`."""
         if not self.reads_keypoints_only:
             raise UserError("keypoint_actions: this model's action head reads the DiT's token states "
                             "(action_from_dit=true); use forward() or Diffusion.head_actions")
         self._check_state(cond_frame.shape[0], state)
         keypoints = self.keypoints(cond_frame, self.text_encoder(text_tokens, text_dropout))  # (B, 2K)
-        return self._actions_from_keypoints(keypoints, state), self._aux_loss(keypoints, target_aux)
+        return ModelOutput(actions=self._actions_from_keypoints(keypoints, state),
+                           aux_loss=self._aux_loss(keypoints, target_aux),
+                           recon_loss=self._recon_loss(keypoints, cond_frame, recon_future))
 
     def _actions_from_keypoints(self, keypoints: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """(B, 2K) keypoints and (B, S) state -> (B, T, action_dim)."""
@@ -671,6 +684,17 @@ class VideoActionDiT(nn.Module):
         if self.aux_head is None:
             raise UserError("target_aux given but the model has no auxiliary head (aux_dim=0)")
         return F.mse_loss(self.aux_head(keypoints), target_aux)
+
+    def _recon_loss(self, keypoints: torch.Tensor, cond_frame: torch.Tensor,
+                    future: torch.Tensor | None) -> torch.Tensor | None:
+        """MSE of the keypoint decoder's two frames against the conditioning frame and the last future frame,
+        average-pooled to keypoint_decoder x keypoint_decoder; None without the decoder or the frames."""
+        if future is None or self.keypoint_decoder is None:
+            return None
+        side = self.config.keypoint_decoder
+        target = F.adaptive_avg_pool2d(torch.stack([cond_frame, future[:, -1]], dim=1).flatten(0, 1), side)
+        pred = self.keypoint_decoder(keypoints).view(-1, 3, side, side)  # (2B, 3, side, side)
+        return F.mse_loss(pred, target)
 
     def _check_inputs(self, cond_frame, noisy_future, t, state) -> None:
         cfg = self.config

@@ -100,13 +100,14 @@ def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
                    use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
                    change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0,
-                   action_on_pure_noise: bool = False, video_batch: int = 0):
+                   action_on_pure_noise: bool = False, video_batch: int = 0, recon_weight: float = 1.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
     future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
     video loss weighs the pixels that change (:func:`changed_pixels`) 1 + change_weight times the others.
     ``aux_weight``: weight of the auxiliary (privileged) loss when the batch carries "aux" targets.
     ``action_on_pure_noise``: the action loss averages over the pure-noise samples only (the head readout's input).
+    ``recon_weight``: weight of the keypoint decoder's loss (models with ``keypoint_decoder`` > 0; every sample).
 
     ``video_weight`` scales the video term: L = video_weight * L_video + action_weight * L_action. At 0 (GR-1's
     "no video prediction" ablation) there are no future frames to denoise: every sample's future is pure noise
@@ -135,11 +136,15 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
                         f"on all of it: it needs --stage action and a model whose action head reads the keypoints "
                         f"only (--set action_from_dit=false)")
     if keypoints_only and use_actions:  # the actions from the keypoints, the transformer for the video only
-        actions, aux_loss = model.keypoint_actions(batch["cond"], batch["text"], batch.get("state"), text_dropout,
-                                                   batch.get("aux"))
-        action_loss = F.mse_loss(actions, batch["actions"])
-        loss = action_weight * action_loss + (aux_weight * aux_loss if aux_loss is not None else 0.0)
-        out = {"actions": actions, "action_loss": action_loss, "aux_loss": aux_loss, "video_loss": None}
+        head = model.keypoint_actions(batch["cond"], batch["text"], batch.get("state"), text_dropout,
+                                      batch.get("aux"), recon_future=future)
+        action_loss = F.mse_loss(head.actions, batch["actions"])
+        loss = action_weight * action_loss
+        for term, weight in ((head.aux_loss, aux_weight), (head.recon_loss, recon_weight)):
+            if term is not None:
+                loss = loss + weight * term
+        out = {"actions": head.actions, "action_loss": action_loss, "aux_loss": head.aux_loss,
+               "recon_loss": head.recon_loss, "video_loss": None}
         if video_weight > 0:
             V = min(video_batch or B, B)
             part = {key: (value[:V] if value is not None else None) for key, value in
@@ -155,7 +160,7 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     out = model(batch["cond"], noisy, t, batch["text"], batch.get("state"), target_noise=target,
                 target_actions=batch["actions"] if use_actions else None, action_weight=action_weight,
                 text_dropout=text_dropout, need_video=video_weight > 0, pixel_weight=weight,
-                target_aux=batch.get("aux"), aux_weight=aux_weight,
+                target_aux=batch.get("aux"), aux_weight=aux_weight, recon_future=future, recon_weight=recon_weight,
                 action_mask=(t == K - 1) if use_actions and action_on_pure_noise else None)
     if 0 < video_weight != 1:
         out["loss"] = out["loss"] + (video_weight - 1) * out["video_loss"]
@@ -211,7 +216,7 @@ class VideoObjective:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
                               self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
                               self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight,
-                              self.cfg.action_on_pure_noise, self.cfg.video_batch)
+                              self.cfg.action_on_pure_noise, self.cfg.video_batch, self.cfg.recon_weight)
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}

@@ -241,7 +241,7 @@ def train(cfg: TrainConfig) -> Path:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "lr": lr,
                       "samples_per_s": window_steps * cfg.batch_size * world / max(elapsed, 1e-9)}
-            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss", "aux_loss")
+            record.update({k: out[k].item() for k in ("loss", "video_loss", "action_loss", "aux_loss", "recon_loss")
                            if out.get(k) is not None})
             log(record)
             if bar is not None:
@@ -330,6 +330,9 @@ def add_arguments(p) -> None:
     p.add_argument("--video-batch", type=int, default=TrainConfig.video_batch, metavar="N",
                    help="--stage action, with --set action_from_dit=false: the video loss on the first N samples "
                         "of each batch, the action loss (keypoints and head only, cheap) on all of them (0: all)")
+    p.add_argument("--recon-weight", type=float, default=TrainConfig.recon_weight, metavar="W",
+                   help="weight of the keypoint decoder's loss, for a model built with --set keypoint_decoder=SIDE "
+                        "(the keypoints decoded into the current and the last future frame: no labels)")
     p.add_argument("--change-weight", type=float, default=TrainConfig.change_weight, metavar="W",
                    help="video loss weight on the pixels that change, relative to the others: 1 + W (0: plain MSE)")
     p.add_argument("--aux-state", type=int, default=0, metavar="K",
@@ -377,6 +380,7 @@ def run(args) -> int:
                       eval_every=args.eval_every, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                       keep_best=args.keep_best,
                       shift=args.shift, pure_noise=args.pure_noise, change_weight=args.change_weight,
+                      recon_weight=args.recon_weight,
                       aux_state=args.aux_state, action_on_pure_noise=args.action_on_pure_noise, use_state=not args.no_state,
                       video_batch=args.video_batch, text_dropout=args.text_dropout,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,

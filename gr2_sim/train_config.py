@@ -56,6 +56,8 @@ class TrainConfig:
     # keypoints. The policy reads the remaining state and the camera; it is evaluated without object_state
     aux_state: int = 0
     aux_weight: float = 1.0  # weight of the auxiliary loss
+    # weight of the keypoint decoder's loss (models built with --set keypoint_decoder=SIDE; no labels needed)
+    recon_weight: float = 1.0
     use_state: bool = True  # condition on proprioception when the data has it
     compile: bool = False  # torch.compile the training forward pass (bench: 4-8% faster on 2 CPU cores; compiles first)
     frame_stride: int = 1  # frames between consecutive predicted future frames
@@ -81,6 +83,8 @@ class TrainConfig:
         if self.aux_state < 0 or (self.aux_state and self.stage != "action"):
             raise UserError(f"--aux-state {self.aux_state}: auxiliary targets are for --stage action, K >= 1 "
                             f"(0: off); got stage {self.stage!r}")
+        if not self.recon_weight >= 0:
+            raise UserError(f"--recon-weight must be >= 0 (the keypoint decoder's loss weight), got {self.recon_weight}")
         if not self.change_weight >= 0:
             raise UserError(f"--change-weight must be >= 0 (0: plain MSE), got {self.change_weight}")
         if not 0 <= self.text_dropout <= 1:

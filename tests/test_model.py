@@ -376,9 +376,9 @@ def test_keypoint_only_head_reads_the_whole_chunk_without_the_blocks():
     actions = model(**inputs).actions
     assert actions.shape == (2, cfg.n_future, cfg.action_dim)
     assert not torch.allclose(actions[:, 0], actions[:, 1])  # one action per step of the chunk
-    direct, aux = model.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
-    torch.testing.assert_close(direct, actions)
-    assert aux is None
+    direct = model.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
+    torch.testing.assert_close(direct.actions, actions)
+    assert direct.aux_loss is None and direct.recon_loss is None
     blocks_ran = []
     for block in model.blocks:
         block.register_forward_hook(lambda *a: blocks_ran.append(1))
@@ -523,3 +523,36 @@ def test_bc_keypoint_layout_is_the_image_bc_encoder():
         make_config("tiny", keypoint_layout="resnet")
     old = {k: v for k, v in make_config("tiny").to_dict().items() if k != "keypoint_layout"}
     assert ModelConfig.from_dict(old).keypoint_layout == "dit"  # saved before the field
+
+
+def test_keypoint_decoder_reconstructs_from_the_keypoints_alone_in_training_only():
+    """keypoint_decoder=SIDE: an MLP on the keypoints predicts the conditioning frame and the last future frame,
+    pooled to SIDE x SIDE; its loss exists only when the clean future is given, and equals the MSE against
+    those pooled frames; both readouts give it; a bad side is refused."""
+    import torch.nn.functional as F
+
+    cfg = make_config("tiny", state_dim=3, action_from_dit=False, keypoint_decoder=8)
+    model = VideoActionDiT(cfg).eval()
+    inputs = make_inputs(cfg)
+    assert model(**inputs).recon_loss is None  # nothing to reconstruct at inference
+    future = torch.rand(2, cfg.n_future, 3, cfg.img_size, cfg.img_size) * 2 - 1
+    out = model(**inputs, recon_future=future, recon_weight=3.0)
+    plain = model(**inputs)
+    keypoints = model.keypoints(inputs["cond_frame"], model.text_encoder(inputs["text_tokens"]))
+    pred = model.keypoint_decoder(keypoints).view(2, 2, 3, 8, 8)
+    target = torch.stack([F.avg_pool2d(inputs["cond_frame"], cfg.img_size // 8),
+                          F.avg_pool2d(future[:, -1], cfg.img_size // 8)], dim=1)
+    torch.testing.assert_close(out.recon_loss, F.mse_loss(pred, target))
+    torch.testing.assert_close(model.keypoint_actions(inputs["cond_frame"], inputs["text_tokens"], inputs["state"],
+                                                      recon_future=future).recon_loss, out.recon_loss)
+    assert plain.loss is None and out.loss is not None
+    torch.testing.assert_close(out.loss, 3.0 * out.recon_loss)
+    # its gradient reaches the keypoint encoder: the keypoints learn where things are without labels
+    out.recon_loss.backward()
+    assert model.keypoints.convs[0].weight.grad.abs().sum() > 0
+    assert VideoActionDiT(make_config("tiny")).keypoint_decoder is None  # off by default
+    assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "keypoint_decoder"}).keypoint_decoder == 0
+    with pytest.raises(ConfigError, match="keypoint_decoder=7"):
+        make_config("tiny", keypoint_decoder=7)
+    with pytest.raises(ConfigError, match="keypoints > 0"):
+        make_config("tiny", keypoints=0, keypoint_decoder=8, cond_stem="conv")

@@ -335,7 +335,7 @@ def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     out = diffusion_loss(model, diffusion, batch, 2.0, gen(), True, 0.0, video_batch=2, action_on_pure_noise=True)
     assert seen == [2]  # the transformer sees the first two samples
-    expected = F.mse_loss(model.keypoint_actions(batch["cond"], batch["text"])[0], batch["actions"])
+    expected = F.mse_loss(model.keypoint_actions(batch["cond"], batch["text"]).actions, batch["actions"])
     torch.testing.assert_close(out["action_loss"], expected)  # every sample, whatever its noise level
     torch.testing.assert_close(out["loss"], out["video_loss"] + 2.0 * out["action_loss"])
     seen.clear()
@@ -432,3 +432,19 @@ def test_aux_state_trains_a_privileged_head_the_policy_never_runs(dataset_writer
                           progress=False, aux_state=8))
     with pytest.raises(UserError, match="auxiliary targets are for --stage action"):
         TrainConfig(stage="video", data=str(data), out=str(tmp_path / "v"), aux_state=2)
+
+
+def test_keypoint_decoder_trains_in_the_video_phases_and_beside_the_actions(dataset_writer, tmp_path):
+    """--set keypoint_decoder=SIDE: the decoder's loss is logged in a video-only phase and in phase 3 with
+    --video-batch (where it counts every sample)."""
+    data = dataset_writer(tmp_path / "d.hdf5")
+    overrides = {"keypoint_decoder": 8, "action_from_dit": False}
+    video = train(TrainConfig(stage="robot-video", data=str(data), out=str(tmp_path / "p2"), steps=2, preset="tiny",
+                              batch_size=4, progress=False, eval_every=2, ckpt_every=2, overrides=overrides))
+    action = train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "p3"), steps=2, batch_size=4,
+                               progress=False, eval_every=2, ckpt_every=2, init=str(video), video_batch=2))
+    for run in (video, action):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any(r.get("recon_loss", 0) > 0 for r in records), run
+    with pytest.raises(UserError, match="--recon-weight"):
+        TrainConfig(stage="action", data=str(data), out=str(tmp_path / "bad"), recon_weight=-1.0)

@@ -9,6 +9,7 @@
     palette            how far each named color stands out from the table at the policy's image size
     video-quality      do the predicted frames beat copying the current frame over the pixels that change?
     capabilities       occlusion, contact, gravity, deformables, tool use: probes where copying the frame is wrong
+    keypoint-probe     do a model's keypoints know where the objects are? a linear probe to their positions
 
 Every experiment writes ``DIR/summary.json`` (its numbers, the exact command, wall time, machine) and PNG
 figures into DIR; finished pieces (datasets, training runs, rollouts) are skipped, so rerunning the same
@@ -41,6 +42,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                       "predicted frames vs copying the current frame, MSE over the pixels that change"),
     "capabilities": ("gr2_sim.experiments.capabilities",
                      "five capability probes (reappear, contact, support, rope, tool) vs copy-last-frame and oracle"),
+    "keypoint-probe": ("gr2_sim.experiments.keypoint_probe",
+                       "held-out R^2 of a linear probe from a run's keypoints to the object and goal positions"),
 }
 
 

@@ -189,11 +189,16 @@ def test_summary_json_has_no_nan(tmp_path):
     assert common.jsonable({"a": math.nan, "b": [np.float32(1.5), math.inf]}) == {"a": None, "b": [1.5, None]}
 
 
-def test_inputs_probe_reports_each_shuffled_input(demo_file, tmp_path, one_torch_thread):
+def tiny_action_run(data, out, steps: int = 3):
+    """A tiny phase-3 run on ``data`` for the experiments that probe a trained model."""
     from gr2_sim.train import TrainConfig, train
 
-    run = train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "run"), steps=3, preset="tiny",
-                            batch_size=4, progress=False, eval_every=3, ckpt_every=3))
+    return train(TrainConfig(stage="action", data=str(data), out=str(out), steps=steps, preset="tiny",
+                             batch_size=4, progress=False, eval_every=steps, ckpt_every=steps))
+
+
+def test_inputs_probe_reports_each_shuffled_input(demo_file, tmp_path, one_torch_thread):
+    run = tiny_action_run(demo_file, tmp_path / "run")
     out = tmp_path / "inputs"
     assert main(["experiment", "inputs", "--out", str(out), "--run", str(run), "--data", str(demo_file),
                  "--windows", "16"]) == 0
@@ -320,11 +325,8 @@ def test_keypoint_probe_reads_positions_that_are_linear_and_not_noise():
 
 
 def test_keypoint_probe_end_to_end(dataset_writer, tmp_path, one_torch_thread, capsys):
-    from gr2_sim.train import TrainConfig, train
-
     data = dataset_writer(tmp_path / "os.hdf5", state_dim=7, env_kwargs={"object_state": True})
-    run = train(TrainConfig(stage="action", data=str(data), out=str(tmp_path / "run"), steps=2, preset="tiny",
-                            batch_size=4, progress=False, eval_every=2, ckpt_every=2))
+    run = tiny_action_run(data, tmp_path / "run", steps=2)
     out = tmp_path / "probe"
     assert main(["experiment", "keypoint-probe", "--out", str(out), "--run", str(run), "--data", str(data),
                  "--frames", "40"]) == 0

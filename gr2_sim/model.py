@@ -759,19 +759,15 @@ class VideoActionDiT(nn.Module):
             embed += self._conv_flops(self.trunk_stem.convs, self.trunk_stem.films, side=cfg.img_size // 4)
         else:
             embed += mm(n, pix, D)
+        encoder = 0
         if cfg.keypoints:  # the encoder, 1x1 maps at stride 4, the expectation
             side = cfg.img_size // 4
-            embed += self._conv_flops(self.keypoints.convs, self.keypoints.films)
+            encoder = self._conv_flops(self.keypoints.convs, self.keypoints.films) + mm(cfg.keypoints, side * side, 2)
             if cfg.keypoint_layout == "dit":  # the learned 1x1 maps
-                embed += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
-            embed += mm(cfg.keypoints, side * side, 2)
-        forward = embed + cond + text + L * block + attention + head
+                encoder += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
+        forward = embed + encoder + cond + text + L * block + attention + head
         out = {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
         if self.reads_keypoints_only:
-            side = cfg.img_size // 4
-            encoder = self._conv_flops(self.keypoints.convs, self.keypoints.films) + mm(cfg.keypoints, side * side, 2)
-            if cfg.keypoint_layout == "dit":
-                encoder += mm(side * side, cfg.keypoint_channels, cfg.keypoints)
             out["actions"] = text + encoder + sum(mm(1, m.in_features, m.out_features)
                                                   for m in self.action_head if isinstance(m, nn.Linear))
         return out

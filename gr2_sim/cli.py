@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="gr2-sim", description=__doc__.splitlines()[0])
         sub = parser.add_subparsers(dest="command", metavar="COMMAND")
         for name, (_, help_text) in COMMANDS.items():
-            sub.add_parser(name, help=help_text)
+            sub.add_parser(name, help=help_text.replace("%", "%%"))  # argparse %-formats help
         parser.parse_args(argv)
         parser.print_help()
         return 2

@@ -6,14 +6,16 @@
 
 Presets (tokens per sample = (n_future + 1) * (img_size / patch_size) ** 2):
     tiny   tests and first contact: runs in seconds
-    small  the CPU default: trains at ~100 samples/s on 2 cores (gr2-sim bench train, 2026-11-27)
+    small  the CPU default (``gr2-sim bench train`` measures its speed on your machine)
     base   the lesson's sizes (patch 8, width 256, 6 layers, 8 heads) with gr2-sim's visual pathway
     lesson the lesson's model as written: 8x8 linear patches for every frame, noise prediction, a mean-pooled
            action head, adaLN-Zero, learned positions; no pixel-level conditioning, no keypoints
 
 The visual pathway (see gr2_sim/model.py): the conditioning frame reaches every future token at pixel level
-(``future_input="stack"``), the video head predicts the change from it (``residual``), and the action head
-reads spatial-softmax keypoints of a small convolutional encoder (``keypoints``) beside the DiT's states.
+(``future_input="stack"``), the video head predicts the change from it (``residual``) through convolutions on
+a small convolutional trunk's stride-4 map (``video_head="conv"``), and the action head reads spatial-softmax
+keypoints of that trunk and the state (``action_from_dit=False``, ``SEE``): the video loss and video
+pre-training shape the features the policy locates objects with. ``tiny`` keeps the DiT-state readout.
 """
 
 from __future__ import annotations
@@ -267,6 +269,13 @@ def _check_fields(data: dict[str, Any]) -> None:
         raise ConfigError(f"unknown ModelConfig field(s) {unknown}; valid fields are {sorted(known)}")
 
 
+# the visual pathway of the small and base presets: the action head reads spatial-softmax keypoints of the
+# convolutional trunk (the image BC's layout) and the state, through three hidden layers of 512; the conv video
+# head trains the same trunk from video (phases 1-2 and the video loss of phase 3). On Push, 200 demos, camera
+# only, phase 2 then phase 3: 56% over two seeds against 21% for the image BC (docs/policies.md)
+SEE: dict[str, Any] = dict(keypoint_layout="bc", action_from_dit=False, action_layers=3, action_hidden=512,
+                           video_head="conv", video_head_detach=False)
+
 # name -> field overrides of the ModelConfig defaults
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(patch_size=16, n_future=2, d_model=32, n_heads=2, n_layers=2, action_hidden=64,
@@ -275,9 +284,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cond_stem="trunk": Push, 200 demos, step 3000, camera only: 16/100 against 2/100 with the separate conv
     # stem (docs/policies.md, 2026-11-27)
     "small": dict(patch_size=16, n_future=4, d_model=128, n_heads=4, n_layers=4, mlp_ratio=2.0,
-                  action_hidden=256, lang_dim=64, cond_stem="trunk"),
-    "base": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
-                 lang_dim=128, cond_stem="trunk"),
+                  lang_dim=64, cond_stem="trunk", **SEE),
+    "base": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6,
+                 lang_dim=128, cond_stem="trunk", **SEE),
     "lesson": dict(patch_size=8, n_future=4, d_model=256, n_heads=8, n_layers=6, action_hidden=256,
                    lang_dim=128, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
                    residual=False, prediction="eps", gate_init=0.0, pos_embed="learned"),
@@ -290,8 +299,11 @@ def make_config(preset: str = "small", **overrides: Any) -> ModelConfig:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     _check_fields(overrides)
     fields = {**PRESETS[preset], **overrides}
-    if fields.get("keypoints", 1) == 0 and fields.get("cond_stem") == "trunk" and "cond_stem" not in overrides:
-        fields["cond_stem"] = "conv"  # the trunk is the keypoint encoder's: without keypoints, the conv stem
+    if fields.get("keypoints", 1) == 0:  # what reads the keypoint encoder falls back to the DiT's own pathway
+        for name, needs, value in (("cond_stem", "trunk", "conv"), ("action_from_dit", False, True),
+                                   ("video_head", "conv", "linear")):
+            if fields.get(name) == needs and name not in overrides:
+                fields[name] = value
     if fields.get("prediction", "x0") != "x0" and "residual" not in overrides:
         fields["residual"] = False  # the residual video head is an x0 parameterisation (see ModelConfig)
     return ModelConfig(**fields)

@@ -22,6 +22,7 @@ from gr2_sim.device import to_device
 from gr2_sim.diffusion import Diffusion
 from gr2_sim.errors import UserError
 from gr2_sim.model import VideoActionDiT
+from gr2_sim.train_config import video_batch_for
 
 if TYPE_CHECKING:
     from gr2_sim.train_config import TrainConfig
@@ -100,7 +101,7 @@ def changed_pixels(cond: torch.Tensor, future: torch.Tensor, threshold: float = 
 def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: float, generator: torch.Generator,
                    use_actions: bool, text_dropout: float, shift: int = 0, pure_noise: float = 0.0,
                    change_weight: float = 0.0, aux_weight: float = 1.0, video_weight: float = 1.0,
-                   action_on_pure_noise: bool = False, video_batch: int = 0, recon_weight: float = 1.0):
+                   action_on_pure_noise: bool = False, video_batch: int | None = 0, recon_weight: float = 1.0):
     """Noise the future frames at a random step and predict the noise (and the actions). ``shift``: random-shift
     augmentation of the window's frames, in pixels (0: none). ``pure_noise``: the fraction of samples whose
     future frames are noised to the last step, K - 1 (see TrainConfig.pure_noise). ``change_weight``: the
@@ -116,7 +117,8 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     A model whose actions come from the keypoints and the state alone (``model.reads_keypoints_only``) cannot
     read the noisy future, so its action loss counts every sample whatever ``action_on_pure_noise``, through
     :meth:`~gr2_sim.model.VideoActionDiT.keypoint_actions`; ``video_batch`` (> 0) then runs the transformer
-    and the video loss on the first ``video_batch`` samples only, the action loss on the whole batch.
+    and the video loss on the first ``video_batch`` samples only, the action loss on the whole batch (None: a
+    quarter of it, :func:`~gr2_sim.train_config.video_batch_for`).
     """
     if shift:
         batch = dict(batch)
@@ -131,6 +133,8 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
     t = to_device(t, future.device)  # drawn on the CPU generator: the same numbers on every device
     noise = to_device(torch.randn(future.shape, generator=generator), future.device)
     keypoints_only = getattr(model, "reads_keypoints_only", False)
+    if video_batch is None:  # automatic: a quarter of the batch where the actions come from the keypoints
+        video_batch = video_batch_for(None, B, keypoints_only and use_actions)
     if video_batch and not (keypoints_only and use_actions):
         raise UserError(f"--video-batch {video_batch} runs the video loss on part of the batch and the action loss "
                         f"on all of it: it needs --stage action and a model whose action head reads the keypoints "

@@ -87,10 +87,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads while training (the wall time in the table is on this many; 0: auto, as gr2-sim train)")
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--video-batch", type=int, default=0, metavar="N",
-                   help="with a keypoint-readout model (--set action_from_dit=false): the video loss on the first N "
+    p.add_argument("--video-batch", type=int, default=None, metavar="N",
+                   help="with a keypoint-readout model (the small and base presets): the video loss on the first N "
                         "samples of each phase-3 batch of the scratch and pretrained runs, as gr2-sim train "
-                        "--video-batch (0: every sample); the FLOPs budget counts it")
+                        "--video-batch (0: every sample; default: a quarter of the batch for such models); the "
+                        "FLOPs budget counts it")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -318,6 +319,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise UserError(f"--jobs is the number of runs side by side: at least 1, or 0 for automatic; got {args.jobs}")
     args.jobs, args.threads = jobs_and_threads(args.jobs, args.threads, args.device)
+    from gr2_sim.train_config import video_batch_for
+
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id
@@ -327,10 +330,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = out / "runs"
     args.model = pinned_model(args, out)
-    if args.video_batch < 0 or (args.video_batch and args.model.get("action_from_dit", True)):
+    keypoints_only = not args.model.get("action_from_dit", True)
+    if args.video_batch is not None and (args.video_batch < 0 or (args.video_batch and not keypoints_only)):
         raise UserError(f"--video-batch {args.video_batch}: the samples of each batch that carry the video loss, "
                         f"for a model whose action head reads the keypoints only; add --set action_from_dit=false "
-                        f"(a new --out), or leave --video-batch at 0")
+                        f"(a new --out), or leave --video-batch out")
+    args.video_batch = video_batch_for(args.video_batch, args.batch_size, keypoints_only)
     paths = ensure_data(args, out / "data")
     init = None
     if "pretrained" in PRETRAIN[args.pretrain]:

@@ -328,8 +328,10 @@ def add_arguments(p) -> None:
                    help="--stage action: the action loss counts every sample, at every noise level of the futures "
                         "(default: only the pure-noise samples, the head readout's input)")
     p.add_argument("--video-batch", type=int, default=TrainConfig.video_batch, metavar="N",
-                   help="--stage action, with --set action_from_dit=false: the video loss on the first N samples "
-                        "of each batch, the action loss (keypoints and head only, cheap) on all of them (0: all)")
+                   help="--stage action, with a model whose head reads the keypoints only (the small and base "
+                        "presets): the video loss on the first N samples of each batch, the action loss (keypoints "
+                        "and head only, cheap) on all of them (0: all; default: a quarter of the batch for such "
+                        "models, all for the others)")
     p.add_argument("--recon-weight", type=float, default=TrainConfig.recon_weight, metavar="W",
                    help="weight of the keypoint decoder's loss, for a model built with --set keypoint_decoder=SIDE "
                         "(the keypoints decoded into the current and the last future frame: no labels)")

@@ -42,10 +42,12 @@ class TrainConfig:
     # learns from the inputs it reads at inference (the `head` readout) and cannot meet its loss by reading the
     # motion off barely noised future frames; the video loss still sees every noise level. False: every sample
     action_on_pure_noise: bool = True
-    # --stage action with a model whose action head reads the keypoints only (action_from_dit=false): the video
-    # loss (the transformer) on the first video_batch samples of each batch, the action loss (the keypoint
-    # encoder and the head, about a twentieth of the cost per sample) on all of them. 0: the whole batch
-    video_batch: int = 0
+    # --stage action with a model whose action head reads the keypoints only (action_from_dit=false, the small
+    # and base presets): the video loss (the transformer) on the first video_batch samples of each batch, the
+    # action loss (the keypoint encoder and the head, about a twentieth of the cost per sample) on all of them.
+    # 0: the whole batch; None: a quarter of it for such models (16 of 64, as measured in docs/policies.md), the
+    # whole batch for the others (see video_batch_for)
+    video_batch: int | None = None
     # the video loss weighs the pixels that change between the conditioning and the future frame (the arm, the
     # moved cube: a few percent of a frame) 1 + change_weight times the static ones, so that "copy the last
     # frame", nearly right on most pixels, is not where training settles. 0: plain mean squared error
@@ -91,7 +93,7 @@ class TrainConfig:
             raise UserError(f"--text-dropout must be a probability in [0, 1], got {self.text_dropout}")
         if not 0 <= self.pure_noise <= 1:
             raise UserError(f"--pure-noise must be a fraction in [0, 1], got {self.pure_noise}")
-        if self.video_batch < 0 or (self.video_batch and self.stage != "action"):
+        if self.video_batch is not None and (self.video_batch < 0 or (self.video_batch and self.stage != "action")):
             raise UserError(f"--video-batch {self.video_batch}: the samples of each batch that carry the video loss, "
                             f"for --stage action (0: all); got stage {self.stage!r}")
         if self.keep_every < 0:
@@ -114,3 +116,12 @@ class TrainConfig:
                             f"(the DiT trained on actions only)")
         if self.demos is not None and self.demos < 1:
             raise UserError(f"--demos must be >= 1, got {self.demos}")
+
+
+def video_batch_for(video_batch: int | None, batch_size: int, keypoints_only: bool) -> int:
+    """The samples of each batch that carry the video loss, 0 meaning all of them: ``video_batch`` where it is
+    given, else a quarter of the batch for a model whose action head reads the keypoints only (the video loss
+    costs about twenty times the action loss per sample there) and the whole batch for the others."""
+    if video_batch is not None:
+        return video_batch
+    return max(1, batch_size // 4) if keypoints_only else 0

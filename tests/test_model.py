@@ -408,6 +408,20 @@ def test_old_design_checkpoint_config_is_refused_with_what_to_do():
         ModelConfig.from_dict(old)
 
 
+def test_small_and_base_presets_read_the_actions_off_the_trunk_the_video_head_trains():
+    for name in ("small", "base"):
+        cfg = make_config(name)
+        model = VideoActionDiT(cfg)
+        assert model.reads_keypoints_only and cfg.video_head == "conv" and not cfg.video_head_detach
+        assert (cfg.cond_stem, cfg.keypoint_layout, cfg.action_layers, cfg.action_hidden) == ("trunk", "bc", 3, 512)
+    assert not VideoActionDiT(make_config("tiny")).reads_keypoints_only  # tests keep the DiT-state readout too
+    # without keypoints, what reads them falls back to the DiT's own pathway instead of failing
+    cfg = make_config("small", keypoints=0)
+    assert (cfg.cond_stem, cfg.action_from_dit, cfg.video_head) == ("conv", True, "linear")
+    with pytest.raises(UserError, match="action_from_dit=false leaves the action head only the keypoints"):
+        make_config("small", keypoints=0, action_from_dit=False)
+
+
 def test_lesson_preset_is_the_lessons_model():
     cfg = make_config("lesson")
     assert (cfg.patch_size, cfg.d_model, cfg.n_layers, cfg.n_heads) == (8, 256, 6, 8)
@@ -477,7 +491,7 @@ def test_conv_video_head_starts_as_copy_and_moves_pixels_locally():
     far = diff[0].clone()
     far[4:24, 4:24] = 0  # within two cells of the block
     assert far.max() < 0.2 * diff[0, 12:16, 12:16].max()
-    small = VideoActionDiT(make_config("small", action_dim=7))
+    small = VideoActionDiT(make_config("small", action_dim=7, video_head="linear"))
     conv = VideoActionDiT(make_config("small", action_dim=7, video_head="conv"))
     assert conv.estimate_flops()["forward"] > small.estimate_flops()["forward"]
     with pytest.raises(ConfigError, match="video_head='conv'.*keypoints > 0"):

@@ -208,7 +208,7 @@ def test_flops_budget_counts_the_video_batch_of_a_keypoint_readout(demo_file, tm
     dit = VideoActionDiT(make_config("small", action_from_dit=False, keypoint_layout="bc"))
     flops = dit.estimate_flops()
     assert 0 < flops["actions"] < flops["forward"] / 4
-    assert "actions" not in VideoActionDiT(make_config("small")).estimate_flops()  # the head reads the DiT
+    assert "actions" not in VideoActionDiT(make_config("small", action_from_dit=True)).estimate_flops()  # reads the DiT
     assert dit_train_flops(dit, 0, 32) == flops["train_step"]
     assert dit_train_flops(dit, 8, 32) == (8 * flops["train_step"] + 32 * 3 * flops["actions"]) / 32
     assert 3 * flops["actions"] < dit_train_flops(dit, 8, 32) < flops["train_step"]
@@ -220,7 +220,8 @@ def test_flops_budget_counts_the_video_batch_of_a_keypoint_readout(demo_file, tm
     err = capsys.readouterr().err
     assert "--video-batch 8" in err and "action_from_dit=false" in err
     out = tmp_path / "kp"
-    assert main(sweep_args(out) + ["--pretrain", "no", "--set", "action_from_dit=false", "--video-batch", "1"]) == 0
+    # left out: a quarter of the batch for such a model (batch 2 here: one sample)
+    assert main(sweep_args(out) + ["--pretrain", "no", "--set", "action_from_dit=false"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["video_batch"] == 1 and len(results["rows"]) == 2
     assert "the video loss on 1 samples of each" in (out / "results.md").read_text()

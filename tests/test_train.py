@@ -322,6 +322,7 @@ def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all
     from gr2_sim.config import make_config
     from gr2_sim.model import VideoActionDiT
     from gr2_sim.objectives import diffusion_loss
+    from gr2_sim.train_config import video_batch_for
 
     torch.manual_seed(0)
     model = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2, action_from_dit=False))
@@ -339,11 +340,24 @@ def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all
     torch.testing.assert_close(out["action_loss"], expected)  # every sample, whatever its noise level
     torch.testing.assert_close(out["loss"], out["video_loss"] + 2.0 * out["action_loss"])
     seen.clear()
+    diffusion_loss(model, diffusion, batch, 2.0, gen(), True, 0.0, video_batch=None)
+    assert seen == [1]  # automatic: a quarter of the batch of 6 (at least one sample)
+    seen.clear()
+    diffusion_loss(model, diffusion, batch, 2.0, gen(), True, 0.0, video_batch=0)
+    assert seen == [6]  # 0: the whole batch
+    seen.clear()
     no_video = diffusion_loss(model, diffusion, batch, 1.0, gen(), True, 0.0, video_weight=0.0)
     assert not seen and no_video["video_loss"] is None  # actions only: no transformer pass at all
     lesson_readout = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2))
     with pytest.raises(UserError, match="action_from_dit=false"):
         diffusion_loss(lesson_readout, diffusion, batch, 1.0, gen(), True, 0.0, video_batch=2)
+    seen_lesson = []
+    lesson_forward = lesson_readout.forward
+    lesson_readout.forward = lambda *a, **k: seen_lesson.append(a[0].shape[0]) or lesson_forward(*a, **k)
+    diffusion_loss(lesson_readout, diffusion, batch, 1.0, gen(), True, 0.0, video_batch=None)
+    assert seen_lesson == [6]  # automatic, for a head that reads the DiT's states: the whole batch
+    assert (video_batch_for(None, 64, True), video_batch_for(None, 64, False), video_batch_for(0, 64, True),
+            video_batch_for(8, 64, True)) == (16, 0, 0, 8)
     with pytest.raises(UserError, match="--video-batch 8"):
         TrainConfig(stage="video", data="x", out="y", video_batch=8)
     base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",

@@ -197,6 +197,9 @@ class VideoObjective:
         self.text_dropout = cfg.text_dropout if cfg.stage != "video" else 0.0
         self.diffusion = Diffusion(self.model_config)
         self.fresh: list[str] = []
+        # the samples of each batch that carry the video loss (0: all), resolved once and saved in config.json
+        self.video_batch = video_batch_for(cfg.video_batch, cfg.batch_size,
+                                           self.use_actions and not self.model_config.action_from_dit)
 
     @property
     def needs_normalizer(self) -> bool:
@@ -220,10 +223,11 @@ class VideoObjective:
         return diffusion_loss(model, self.diffusion, batch, self.cfg.action_weight, generator, self.use_actions,
                               self.text_dropout, self.cfg.shift, self.cfg.pure_noise if self.use_actions else 0.0,
                               self.cfg.change_weight, self.cfg.aux_weight, self.cfg.video_weight,
-                              self.cfg.action_on_pure_noise, self.cfg.video_batch, self.cfg.recon_weight)
+                              self.cfg.action_on_pure_noise, self.video_batch, self.cfg.recon_weight)
 
     def config_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh}
+        return {"kind": self.kind, "model": self.model_config.to_dict(), "fresh_init_weights": self.fresh,
+                "video_batch": self.video_batch}
 
     @torch.no_grad()
     def validate(self, model, sampler: WindowSampler, rows: np.ndarray, device, normalizer: Normalizer | None,

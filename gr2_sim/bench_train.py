@@ -17,6 +17,15 @@ from gr2_sim.reference_model import ReferenceDiT
 from gr2_sim.train import make_optimizer
 
 
+
+def reference_flop_config(cfg):
+    """The config whose ``estimate_flops`` counts the lesson reference built from ``cfg``'s sizes: the lesson's
+    linear patch embedding, mean pooling, no keypoints (and so no keypoint readout or conv video head), its
+    one-hidden-layer action MLP on the DiT's states."""
+    return dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
+                               residual=False, action_from_dit=True, video_head="linear", video_head_detach=True,
+                               keypoint_layout="dit", action_layers=1, keypoint_decoder=0, aux_dim=0)
+
 def measured_matmul_flops(n: int = 1024, repeats: int = 10, device: torch.device | str = "cpu",
                           dtype: torch.dtype = torch.float32) -> float:
     """Matmul rate of this machine (FLOP/s), best of ``repeats``: float32 (TF32 on CUDA, as training runs it)
@@ -102,9 +111,7 @@ def bench_train(presets: list[str], batch_size: int, steps: int, compile: bool =
     rows = []
     for preset in presets:
         cfg = make_config(preset, state_dim=8)
-        # each model's own FLOPs: the reference has the lesson's linear patch embedding and mean pooling
-        lesson_cfg = dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
-                                         residual=False)
+        lesson_cfg = reference_flop_config(cfg)  # each model's own FLOPs
         ours = "gr2-sim, TF32" if cuda else "gr2-sim"
         variants = [(ours, VideoActionDiT, cfg, False, False), ("lesson reference", ReferenceDiT, lesson_cfg, False, False)]
         if cuda:

@@ -36,3 +36,16 @@ def test_bench_latency_times_the_head_query_on_one_thread():
     rows = bench_latency(["tiny"], queries=5)
     assert rows[0]["queries"] == 5 and 0 < rows[0]["median_ms"] <= rows[0]["p95_ms"]
     assert torch.get_num_threads() == threads
+
+
+def test_the_reference_flop_config_builds_for_every_preset():
+    """The lesson reference's FLOPs are counted on a config without keypoints: the presets whose video head and
+    action head read the keypoint trunk (small, base) must fall back to the lesson's pathway there."""
+    from gr2_sim.bench_train import reference_flop_config
+    from gr2_sim.config import PRESETS, make_config
+    from gr2_sim.model import VideoActionDiT
+
+    for preset in PRESETS:
+        ref = reference_flop_config(make_config(preset, state_dim=8))
+        assert ref.keypoints == 0 and ref.video_head == "linear" and ref.action_from_dit
+        assert VideoActionDiT(ref).estimate_flops()["train_step"] > 0

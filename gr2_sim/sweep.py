@@ -33,6 +33,7 @@ from pathlib import Path
 from gr2_sim.data import VALID_EVERY
 from gr2_sim.errors import UserError
 from gr2_sim.io import atomic_write_text
+from gr2_sim.train_config import video_batch_for
 
 PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("scratch",)}
 BUDGETS = ("flops", "steps")  # what every run of a sweep gets the same of (see the module docstring)
@@ -319,8 +320,6 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise UserError(f"--jobs is the number of runs side by side: at least 1, or 0 for automatic; got {args.jobs}")
     args.jobs, args.threads = jobs_and_threads(args.jobs, args.threads, args.device)
-    from gr2_sim.train_config import video_batch_for
-
     args.baselines = parse_baselines(args.baselines)
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id

@@ -419,6 +419,27 @@ def minus_bc(cells: list[dict]) -> list[dict]:
     return out
 
 
+# what each step of GR-1's ablation buys: (name, column, the column it is measured against)
+STEPS = (("video prediction", "scratch", "no-video"), ("pre-training", "pretrained", "scratch"))
+
+
+def gains(cells: list[dict]) -> list[dict]:
+    """GR-1's two steps at each demo count, seeds pooled: video prediction (scratch minus no-video) and
+    pre-training (pretrained minus scratch), each with Newcombe's 95% interval, where both columns ran."""
+    from gr2_sim.stats import newcombe_difference
+
+    by = {(c["demos"], c["variant"]): c for c in cells}
+    out = []
+    for n in sorted({c["demos"] for c in cells}):
+        for name, a, b in STEPS:
+            if (n, a) in by and (n, b) in by:
+                x, y = by[n, a], by[n, b]
+                d, lo, hi = newcombe_difference(x["successes"], x["episodes"], y["successes"], y["episodes"])
+                out.append({"demos": n, "step": name, "variant": a, "minus": b, "difference": d, "ci95": [lo, hi],
+                            "excludes_zero": lo > 0 or hi < 0})
+    return out
+
+
 def budget_text(args) -> str:
     """The training budget of every run, in words, for the table's header."""
     dit = f"{args.steps} training steps of batch {args.batch_size}"
@@ -438,12 +459,13 @@ def write_results(out: Path, rows: list[dict], args, cells_total: int | None = N
     seconds = timing(out, rows)
     cells = pooled(rows)
     diffs = minus_bc(cells)
+    steps = gains(cells)
     threads = f"{args.threads} torch thread{'s' * (args.threads != 1)}" if args.threads else "automatic threads (one per free core)"
     atomic_write_text(out / "results.json", json.dumps({
         "env": args.env, "steps": args.steps, "budget": args.budget, "steps_per_variant": args.budget_steps,
         "jobs": args.jobs, "batch_size": args.batch_size, "video_batch": args.video_batch, "mode": args.mode,
         "episodes": args.episodes, "seeds": args.seeds, "baselines": args.baselines, "train_threads": args.threads,
-        "rows": rows, "pooled": cells, "minus_bc": diffs, "seconds": seconds}, indent=2))
+        "rows": rows, "pooled": cells, "minus_bc": diffs, "gains": steps, "seconds": seconds}, indent=2))
     lines = [f"# Success vs demonstrations on {args.env}", "",
              f"Every run: {budget_text(args)} (the wall time each run measured, on {threads}"
              f"{f', {args.jobs} runs side by side' if args.jobs > 1 else ''}, is in the table); evaluation: {args.episodes} test episodes, `{args.mode}` "
@@ -474,6 +496,11 @@ def write_results(out: Path, rows: list[dict], args, cells_total: int | None = N
                      f"{c['success_rate']:.2f} | [{lo:.2f}, {hi:.2f}] | "
                      f"{', '.join(f'{p:.2f}' for p in c['per_seed_success'])} | {c['train_wall_s_mean']:.0f} | "
                      f"{versus} |")
+    if steps:
+        lines += ["", "What each step of GR-1's ablation buys (seeds pooled; Newcombe's 95% interval):", "",
+                  "| demos | step | difference | 95% CI |", "|---|---|---|---|"]
+        lines += [f"| {g['demos']} | {g['step']} ({g['variant']} minus {g['minus']}) | {g['difference']:+.2f} | "
+                  f"[{g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f}] |" for g in steps]
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items() if v is not None and k != "total")
     done = "" if cells_total is None or len(rows) >= cells_total else f" so far ({len(rows)} of {cells_total} cells)"
     lines += ["", f"Compute time{done}: {seconds['total'] / 60:.1f} min ({parts}; minutes, each stage as measured "

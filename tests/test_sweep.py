@@ -26,6 +26,13 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
     assert (out / "success_vs_demos.png").stat().st_size > 1000
     table = (out / "results.md").read_text()
     assert "| demos | variant |" in table
+    pre = {c["demos"]: c for c in results["pooled"] if c["variant"] == "pretrained"}
+    scratch = {c["demos"]: c for c in results["pooled"] if c["variant"] == "scratch"}
+    assert [(g["demos"], g["step"]) for g in results["gains"]] == [(2, "pre-training"), (4, "pre-training")]
+    for g in results["gains"]:  # pre-trained minus scratch at each demo count, with its interval
+        assert g["difference"] == pytest.approx(pre[g["demos"]]["success_rate"] - scratch[g["demos"]]["success_rate"])
+        assert g["ci95"][0] <= g["difference"] <= g["ci95"][1]
+    assert "| 4 | pre-training (pretrained minus scratch) |" in table
     for r in results["rows"]:  # each cell's goal distance, start -> end, in the table
         goal = r["goal_distance"]
         assert goal["episodes"] == r["episodes"] and goal["start_mean"] > 0
@@ -146,8 +153,13 @@ def test_sweep_with_both_baselines_and_two_seeds(tmp_path, capsys):
     for v, d in diffs.items():
         assert d["difference"] == pytest.approx(cells[v]["success_rate"] - cells["bc"]["success_rate"])
         assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+    gains = {g["step"]: g for g in results["gains"]}  # no pretrained column: only video prediction's step
+    assert set(gains) == {"video prediction"} and gains["video prediction"]["minus"] == "no-video"
+    assert gains["video prediction"]["difference"] == pytest.approx(
+        cells["scratch"]["success_rate"] - cells["no-video"]["success_rate"])
     table = (out / "results.md").read_text()
     assert "train wall (s)" in table and "minus bc" in table and "| 2 | no-video | 2 |" in table
+    assert "| 2 | video prediction (scratch minus no-video) |" in table
     assert f"{bc_steps} steps of the same batch for bc" in table and "2 runs side by side" in table
     assert (out / "success_vs_demos.png").exists()
 

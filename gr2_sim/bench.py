@@ -4,7 +4,7 @@
     gr2-sim bench experts    scripted-expert success rate per task on seeds they were not tuned on
     gr2-sim bench train      model training throughput and FLOPs utilisation per preset (--device cuda: on a GPU)
     gr2-sim bench threads    training steps/s per thread count, alone and beside a one-thread busy loop
-    gr2-sim bench latency    policy query latency (head readout, batch 1) per preset, on 1 thread
+    gr2-sim bench latency    policy query latency (head and denoise readouts, batch 1) per preset, on 1 thread
 
 Each prints a Markdown table and, with ``--json FILE``, writes the numbers as JSON.
 """
@@ -114,9 +114,14 @@ def bench_experts(tasks: list[str], seeds: int, seed_start: int, noise: float) -
     return rows
 
 
+DENOISE_STEPS = 10  # the denoise readout's DDIM steps in the latency bench (GR2Policy's default)
+
+
 def bench_latency(presets: list[str], queries: int) -> list[dict]:
-    """Per preset: the ``head`` readout of a batch-1 policy query (one forward pass, eager under inference_mode, as
-    ``GR2Policy`` runs it) on 1 thread; median and p95 ms of ``queries`` queries after 5 warm-up queries."""
+    """Per preset: a batch-1 policy query, eager under inference_mode as ``GR2Policy`` runs it, on 1 thread, with
+    the ``head`` readout (one forward pass) and the ``denoise`` readout (``DENOISE_STEPS`` DDIM steps, actions
+    read at the last); median and p95 ms of ``queries`` queries after 5 warm-up queries (denoise: a fifth as
+    many, at least 5)."""
     import numpy as np
     import torch
 
@@ -134,15 +139,20 @@ def bench_latency(presets: list[str], queries: int) -> list[dict]:
             cfg, diffusion = model.config, Diffusion(model.config)
             cond = torch.rand(1, 3, cfg.img_size, cfg.img_size) * 2 - 1
             tokens, state = model.text_encoder.tokenize(["push the red cube"]), torch.randn(1, cfg.state_dim)
-            generator, times = torch.Generator().manual_seed(0), []
-            with torch.inference_mode():
-                for i in range(5 + max(queries, 5)):
-                    start = time.perf_counter()
-                    diffusion.head_actions(model, cond, tokens, state, generator)
-                    if i >= 5:
-                        times.append(1000 * (time.perf_counter() - start))
-            rows.append({"preset": preset, "readout": "head", "threads": 1, "queries": len(times),
-                         "median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))})
+            generator = torch.Generator().manual_seed(0)
+            readouts = {"head": (lambda: diffusion.head_actions(model, cond, tokens, state, generator), queries),
+                        "denoise": (lambda: diffusion.ddim_sample(model, cond, tokens, state, DENOISE_STEPS,
+                                                                  generator=generator), queries // 5)}
+            for readout, (query, n) in readouts.items():
+                times = []
+                with torch.inference_mode():
+                    for i in range(5 + max(n, 5)):
+                        start = time.perf_counter()
+                        query()
+                        if i >= 5:
+                            times.append(1000 * (time.perf_counter() - start))
+                rows.append({"preset": preset, "readout": readout, "threads": 1, "queries": len(times),
+                             "median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))})
     finally:
         torch.set_num_threads(threads)
     return rows

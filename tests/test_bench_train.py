@@ -29,12 +29,14 @@ def test_bench_threads_measures_each_cell_with_and_without_a_busy_neighbor():
     assert all(r["steps_per_s"] > 0 for r in rows)
 
 
-def test_bench_latency_times_the_head_query_on_one_thread():
+def test_bench_latency_times_the_head_and_denoise_queries_on_one_thread():
     from gr2_sim.bench import bench_latency
 
     threads = torch.get_num_threads()
     rows = bench_latency(["tiny"], queries=5)
-    assert rows[0]["queries"] == 5 and 0 < rows[0]["median_ms"] <= rows[0]["p95_ms"]
+    assert [(r["preset"], r["readout"], r["threads"]) for r in rows] == [("tiny", "head", 1), ("tiny", "denoise", 1)]
+    assert rows[0]["queries"] == 5 and rows[1]["queries"] == 5  # denoise: a fifth as many, at least 5
+    assert all(0 < r["median_ms"] <= r["p95_ms"] for r in rows)
     assert torch.get_num_threads() == threads
 
 

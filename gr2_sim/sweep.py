@@ -9,8 +9,8 @@ rows and the plain image policy everybody uses):
     bc         the plain image-BC policy (``--stage bc``, policies/bc.py)
 
 Every run gets the same training budget (``--budget``): by default the same training FLOPs, so the image BC,
-about 15x cheaper per sample than the DiT, trains that many times more steps of the same batch (``steps``: the
-same optimizer steps for every run). The wall time each run measured (on ``--threads`` torch threads, ``--jobs``
+cheaper per sample than the DiT (about 5x against the default model with its video loss on a quarter of each
+batch), trains that many times more steps of the same batch (``steps``: the same optimizer steps for every run). The wall time each run measured (on ``--threads`` torch threads, ``--jobs``
 runs side by side) is printed beside its result. Evaluation on held-out test seeds, the same for every
 run; the baselines are read out with ``head`` (they have no trained video half). Every piece is skipped when its
 result exists, so a killed sweep resumes where it stopped::
@@ -65,9 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain", choices=tuple(PRETRAIN), default="both")
     p.add_argument("--out", required=True)
     # defaults sized for one task's whole sweep (3 demo counts x 4 columns x 2 seeds, phases 1-2, data, 100 test
-    # episodes per run) in about 2.5 hours on 2 cores: two runs side by side, one thread each, ~9 min per run.
-    # Push and PickPlace learn more slowly: --steps 3000 there (about 6 hours)
-    p.add_argument("--steps", type=int, default=1000,
+    # episodes per run) within 2.5 hours on 2 cores: two runs side by side, one thread each, 3-7 min per run
+    # (docs/experiments.md#the-sweep-behind-transfer-and-the-full-lesson has the measured PickPlace sweep)
+    p.add_argument("--steps", type=int, default=1500,
                    help="phase-3 steps of the DiT runs; with --budget flops the bc runs train as many FLOPs")
     p.add_argument("--budget", choices=BUDGETS, default="flops",
                    help="flops: every run gets the DiT's training FLOPs (the image BC trains more steps); "

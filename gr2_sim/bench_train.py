@@ -17,7 +17,6 @@ from gr2_sim.reference_model import ReferenceDiT
 from gr2_sim.train import make_optimizer
 
 
-
 def reference_flop_config(cfg):
     """The config whose ``estimate_flops`` counts the lesson reference built from ``cfg``'s sizes: the lesson's
     linear patch embedding, mean pooling, no keypoints (and so no keypoint readout or conv video head), its
@@ -25,6 +24,7 @@ def reference_flop_config(cfg):
     return dataclasses.replace(cfg, cond_stem="linear", action_pool="mean", keypoints=0, future_input="noisy",
                                residual=False, action_from_dit=True, video_head="linear", video_head_detach=True,
                                keypoint_layout="dit", action_layers=1, keypoint_decoder=0, aux_dim=0)
+
 
 def measured_matmul_flops(n: int = 1024, repeats: int = 10, device: torch.device | str = "cpu",
                           dtype: torch.dtype = torch.float32) -> float:

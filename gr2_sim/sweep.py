@@ -10,8 +10,9 @@ rows and the plain image policy everybody uses):
 
 Every run gets the same training budget (``--budget``): by default the same training FLOPs, so the image BC,
 cheaper per sample than the DiT (about 5x against the default model with its video loss on a quarter of each
-batch), trains that many times more steps of the same batch (``steps``: the same optimizer steps for every run). The wall time each run measured (on ``--threads`` torch threads, ``--jobs``
-runs side by side) is printed beside its result. Evaluation on held-out test seeds, the same for every
+batch), trains that many times more steps of the same batch (``steps``: the same optimizer steps for every
+run). The wall time each run measured (on ``--threads`` torch threads, ``--jobs`` runs side by side) is printed
+beside its result. Evaluation on held-out test seeds, the same for every
 run; the baselines are read out with ``head`` (they have no trained video half). Every piece is skipped when its
 result exists, so a killed sweep resumes where it stopped::
 
@@ -404,19 +405,19 @@ def _order(variant: str) -> int:
     return order.index(variant) if variant in order else len(order)
 
 
-def minus_bc(cells: list[dict]) -> list[dict]:
-    """Each DiT column minus the bc column at the same demo count (seeds pooled), with Newcombe's 95% interval."""
+def difference(a: dict, b: dict) -> dict:
+    """Pooled cell ``a`` minus pooled cell ``b``: the success-rate difference with Newcombe's 95% interval."""
     from gr2_sim.stats import newcombe_difference
 
+    d, lo, hi = newcombe_difference(a["successes"], a["episodes"], b["successes"], b["episodes"])
+    return {"difference": d, "ci95": [lo, hi], "excludes_zero": lo > 0 or hi < 0}
+
+
+def minus_bc(cells: list[dict]) -> list[dict]:
+    """Each DiT column minus the bc column at the same demo count (seeds pooled), with Newcombe's 95% interval."""
     by = {(c["demos"], c["variant"]): c for c in cells}
-    out = []
-    for c in cells:
-        bc = by.get((c["demos"], "bc"))
-        if c["variant"] in DIT_VARIANTS and bc is not None:
-            d, lo, hi = newcombe_difference(c["successes"], c["episodes"], bc["successes"], bc["episodes"])
-            out.append({"demos": c["demos"], "variant": c["variant"], "difference": d, "ci95": [lo, hi],
-                        "excludes_zero": lo > 0 or hi < 0})
-    return out
+    return [{"demos": c["demos"], "variant": c["variant"], **difference(c, by[c["demos"], "bc"])}
+            for c in cells if c["variant"] in DIT_VARIANTS and (c["demos"], "bc") in by]
 
 
 # what each step of GR-1's ablation buys: (name, column, the column it is measured against)
@@ -426,18 +427,9 @@ STEPS = (("video prediction", "scratch", "no-video"), ("pre-training", "pretrain
 def gains(cells: list[dict]) -> list[dict]:
     """GR-1's two steps at each demo count, seeds pooled: video prediction (scratch minus no-video) and
     pre-training (pretrained minus scratch), each with Newcombe's 95% interval, where both columns ran."""
-    from gr2_sim.stats import newcombe_difference
-
     by = {(c["demos"], c["variant"]): c for c in cells}
-    out = []
-    for n in sorted({c["demos"] for c in cells}):
-        for name, a, b in STEPS:
-            if (n, a) in by and (n, b) in by:
-                x, y = by[n, a], by[n, b]
-                d, lo, hi = newcombe_difference(x["successes"], x["episodes"], y["successes"], y["episodes"])
-                out.append({"demos": n, "step": name, "variant": a, "minus": b, "difference": d, "ci95": [lo, hi],
-                            "excludes_zero": lo > 0 or hi < 0})
-    return out
+    return [{"demos": n, "step": name, "variant": a, "minus": b, **difference(by[n, a], by[n, b])}
+            for n in sorted({c["demos"] for c in cells}) for name, a, b in STEPS if (n, a) in by and (n, b) in by]
 
 
 def budget_text(args) -> str:

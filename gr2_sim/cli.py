@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("gr2_sim.collect", "run a scripted expert and store demonstrations (HDF5)"),
     "synth": ("gr2_sim.synth", "render synthetic non-robot physics video (HDF5)"),
     "describe": ("gr2_sim.data", "summarise dataset files: kind, env, episodes, frames, splits"),
+    "label": ("gr2_sim.label", "give action-free robot video the actions of an inverse-dynamics model (HDF5)"),
     "train": ("gr2_sim.train", "train one phase: video | robot-video | action (or the idm / bc models)"),
     "eval": ("gr2_sim.evaluate", "roll a policy out on test seeds: success rate with 95% CI, latency, videos"),
     "sweep": ("gr2_sim.sweep", "success vs number of demos, with and without video pre-training"),

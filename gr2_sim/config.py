@@ -112,6 +112,16 @@ class ModelConfig:
     # keypoints to carry *where* things are in every phase, phases 1-2 included; the policy never runs it.
     # 0 = off (the default); otherwise a divisor of img_size
     keypoint_decoder: int = 0
+    # the action head as a denoiser (Diffusion Policy's readout, Chi et al. 2023): with action_diffusion = K_a
+    # > 0 the head is an MLP that predicts the whole clean action chunk from the keypoints, the state, the
+    # chunk noised at one of K_a levels and that level (x0 prediction); a query samples the chunk by DDIM in
+    # action_sample_steps passes of that MLP. It can give one of several modes where a regression head gives
+    # their mean (the Push expert lifts and re-lines up from states where it otherwise pushes). Training draws
+    # action_noise_draws noise levels per sample (the MLP is cheap beside the encoder). 0: the regression head
+    # (MSE). Needs action_from_dit=false and chunk_head
+    action_diffusion: int = 0
+    action_sample_steps: int = 10
+    action_noise_draws: int = 4
     # language
     lang_dim: int = 64  # instruction embedding width
     vocab_size: int = DEFAULT_VOCAB_SIZE  # hashed word buckets, id 0 = padding (see gr2_sim.text)
@@ -159,7 +169,8 @@ class ModelConfig:
         for name in ("text_bigrams", "action_from_dit", "chunk_head", "state_in_blocks", "residual", "video_head_detach"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
-        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim", "keypoint_decoder"):
+        for name in ("state_dim", "text_layers", "keypoints", "keypoint_channels", "aux_dim", "keypoint_decoder",
+                     "action_diffusion"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0 turns it off)")
@@ -199,6 +210,19 @@ class ModelConfig:
             raise ConfigError(f"keypoint_decoder={self.keypoint_decoder} decodes the keypoints into frames of that "
                               f"side: it needs keypoints > 0 (got {self.keypoints}) and a divisor of img_size="
                               f"{self.img_size} (one of {sides}); or 0 (off)")
+        if self.action_diffusion:
+            if self.action_diffusion < 2 or self.action_from_dit or not self.chunk_head:
+                raise ConfigError(f"action_diffusion={self.action_diffusion} makes the keypoint head a denoiser of the "
+                                  f"whole chunk: it needs action_diffusion >= 2, action_from_dit=false and "
+                                  f"chunk_head=true (got action_from_dit={self.action_from_dit}, chunk_head="
+                                  f"{self.chunk_head}); or action_diffusion=0 (the regression head)")
+            for name in ("action_sample_steps", "action_noise_draws"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value:
+                    raise ConfigError(f"{name}={value!r} must be a positive integer")
+            if self.action_sample_steps > self.action_diffusion:
+                raise ConfigError(f"action_sample_steps={self.action_sample_steps} must be <= action_diffusion="
+                                  f"{self.action_diffusion} (the training noise levels)")
         if not self.action_from_dit and not self.keypoints:
             raise ConfigError("action_from_dit=false leaves the action head only the keypoints: it needs keypoints > 0")
         if self.residual and self.prediction != "x0":

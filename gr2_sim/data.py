@@ -391,6 +391,35 @@ def load_episodes(path: str | os.PathLike, max_demos: int | None = None, split: 
             raise UserError(f"{path}: damaged dataset, could not read it ({err})") from None
 
 
+def concat_episodes(first: EpisodeArrays, *more: EpisodeArrays) -> EpisodeArrays:
+    """The episodes of several loads as one (e.g. demonstrations and IDM-labelled robot video): the same image
+    size, state size and action size, all with actions or all without (a UserError otherwise). env_id, kind
+    and env_kwargs are the first's; demo keys are prefixed by the part's position after the first."""
+    parts = [first, *more]
+    for i, part in enumerate(more, start=1):
+        if part.image_size != first.image_size or part.states.shape[1] != first.states.shape[1]:
+            raise UserError(f"cannot join episodes of {part.image_size}px frames and {part.states.shape[1]}-D states "
+                            f"to {first.image_size}px and {first.states.shape[1]}-D ones")
+        if (part.actions is None) != (first.actions is None) or (
+                part.actions is not None and part.actions.shape[1] != first.actions.shape[1]):
+            raise UserError("cannot join episodes with and without actions, or of different action sizes")
+        if (part.images is None) != (first.images is None):
+            raise UserError("cannot join episodes loaded with and without images")
+    frame_offsets = np.cumsum([0] + [len(p.states) for p in parts[:-1]])
+    action_offsets = np.cumsum([0] + [len(p.rewards) for p in parts[:-1]])
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return EpisodeArrays(
+        images=None if first.images is None else cat("images"), states=cat("states"),
+        actions=None if first.actions is None else cat("actions"), rewards=cat("rewards"),
+        episode_starts=np.concatenate([p.episode_starts + o for p, o in zip(parts, frame_offsets, strict=True)]),
+        episode_ends=np.concatenate([p.episode_ends + o for p, o in zip(parts, frame_offsets, strict=True)]),
+        action_starts=np.concatenate([p.action_starts + o for p, o in zip(parts, action_offsets, strict=True)]),
+        action_ends=np.concatenate([p.action_ends + o for p, o in zip(parts, action_offsets, strict=True)]),
+        instructions=[text for p in parts for text in p.instructions], seeds=cat("seeds"), successes=cat("successes"),
+        demo_keys=[(f"{i}/" if i else "") + key for i, p in enumerate(parts) for key in p.demo_keys],
+        env_id=first.env_id, kind=first.kind, image_size=first.image_size, env_kwargs=first.env_kwargs)
+
+
 def _read(data: h5py.Group, keys: list[str], load_images: bool) -> EpisodeArrays:
     attrs = data.attrs
     size, state_dim, action_dim = int(attrs["image_size"]), max(int(attrs["state_dim"]), 0), int(attrs["action_dim"])

@@ -85,7 +85,8 @@ class WindowSampler:
 
     def __init__(self, episodes: EpisodeArrays, n_future: int, normalizer: Normalizer | None,
                  max_text_len: int, vocab_size: int, stride: int = 1, use_actions: bool = True,
-                 use_text: bool = True, use_state: bool = True, aux: AuxTargets | None = None):
+                 use_text: bool = True, use_state: bool = True, aux: AuxTargets | None = None,
+                 future_state: bool = False):
         self.aux = aux
         if episodes.images is None:
             raise ValueError("WindowSampler needs episodes loaded with images")
@@ -94,6 +95,7 @@ class WindowSampler:
         self.normalizer = normalizer
         self.use_actions = use_actions and episodes.actions is not None
         self.use_state = use_state and episodes.states.shape[1] > 0
+        self.future_state = future_state and self.use_state  # the states at the future frames too (B, T, S)
         lengths = episodes.episode_ends - episodes.episode_starts
         # every frame but the terminal one starts a window
         self.episode_of = np.repeat(np.arange(len(lengths)), np.maximum(lengths - 1, 0))
@@ -130,6 +132,9 @@ class WindowSampler:
         if self.use_state:
             state = to_device(torch.from_numpy(ep.states[idx["cond"]]), device)
             out["state"] = self.normalizer.normalize_states(state) if self.normalizer is not None else state
+        if self.future_state:
+            state = to_device(torch.from_numpy(ep.states[idx["future"]]), device)  # (B, T, S)
+            out["future_state"] = self.normalizer.normalize_states(state) if self.normalizer is not None else state
         if self.use_actions:
             actions = to_device(torch.from_numpy(ep.actions[idx["actions"]]), device)
             out["actions"] = self.normalizer.normalize_actions(actions) if self.normalizer is not None else actions

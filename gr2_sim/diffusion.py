@@ -151,7 +151,7 @@ class Diffusion:
         """The fast readout: one forward pass from pure-noise futures at t = K-1; actions (B, T, action_dim).
         A model whose head reads only the keypoints and the state skips the transformer (the same actions)."""
         if getattr(model, "reads_keypoints_only", False):
-            return model.keypoint_actions(cond_frame, text_tokens, state).actions
+            return model.keypoint_actions(cond_frame, text_tokens, state, generator=generator).actions
         x = self._noise(model, cond_frame, generator)
         t = torch.full((x.shape[0],), self.K - 1, dtype=torch.long, device=x.device)
         return model(cond_frame, x, t, text_tokens, state, need_video=False)["actions"]

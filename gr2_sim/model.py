@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gr2_sim.config import ModelConfig
+from gr2_sim.diffusion import cosine_betas
 from gr2_sim.errors import UserError
 from gr2_sim.text import TextEncoder
 
@@ -46,6 +47,10 @@ class ModelOutput(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+ACTION_T_FEATURES = 32  # sin-cos features of the action denoiser's noise level (action_diffusion > 0)
+ACTION_CLAMP = 5.0  # the denoiser's clean-chunk estimate, in normalised units (std 1 over the demos), is clamped here
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -431,6 +436,10 @@ class VideoActionDiT(nn.Module):
         # per frame: (D + 2K + S) -> one action; or, from the keypoints and state alone with chunk_head, the
         # whole chunk at once (2K + S) -> T x action_dim, as the image BC's head
         chunk = cfg.n_future if self.reads_keypoints_only and cfg.chunk_head else 1
+        if cfg.action_diffusion:  # a denoiser: (inputs, noisy chunk, noise-level features) -> the chunk's noise
+            head_in += chunk * cfg.action_dim + ACTION_T_FEATURES
+            alpha_bar = torch.cumprod(1 - cosine_betas(cfg.action_diffusion), dim=0).float()
+            self.register_buffer("action_alpha_bar", alpha_bar, persistent=False)
         self.action_head = mlp(head_in, cfg.action_hidden, chunk * cfg.action_dim, cfg.action_layers)
         # training-time only: privileged targets (object positions) read from the keypoints; see ModelConfig
         self.aux_head = mlp(2 * cfg.keypoints, cfg.action_hidden, cfg.aux_dim) if cfg.aux_dim else None
@@ -615,8 +624,9 @@ class VideoActionDiT(nn.Module):
             keypoints = cached("keypoints", lambda: self.keypoints.softmax(trunk_map()))  # (B, 2K)
             aux_loss = self._aux_loss(keypoints, target_aux)
             recon_loss = self._recon_loss(keypoints, cond_frame, recon_future)
-        if self.reads_keypoints_only:
-            actions = self._actions_from_keypoints(keypoints, state)  # (B, T, action_dim)
+        keypoint_loss = None
+        if self.reads_keypoints_only:  # (B, T, action_dim); a denoising head's loss instead when trained here
+            actions, keypoint_loss = self._keypoint_head(keypoints, state, target_actions)
         else:
             per_frame = future.reshape(x.shape[0], cfg.n_future, n, cfg.d_model)  # (B, T, n, D)
             per_frame = (per_frame.mean(dim=2) if self.action_pool is None
@@ -636,7 +646,10 @@ class VideoActionDiT(nn.Module):
                 weight = pixel_weight.expand_as(video_pred)
                 video_loss = (weight * (video_pred - target_noise).pow(2)).sum() / weight.sum().clamp_min(1e-8)
             loss = video_loss
-        if target_actions is not None:
+        if keypoint_loss is not None and (action_mask is None or cfg.action_diffusion):
+            action_loss = keypoint_loss  # every sample counts: the keypoint head cannot read the noisy future
+            loss = action_weight * action_loss if loss is None else loss + action_weight * action_loss
+        elif target_actions is not None:
             if target_actions.shape != actions.shape:
                 raise UserError(f"target_actions shape {tuple(target_actions.shape)} != {tuple(actions.shape)}")
             if action_mask is None:
@@ -655,28 +668,95 @@ class VideoActionDiT(nn.Module):
 
     def keypoint_actions(self, cond_frame: torch.Tensor, text_tokens: torch.Tensor, state: torch.Tensor | None = None,
                          text_dropout: float = 0.0, target_aux: torch.Tensor | None = None,
-                         recon_future: torch.Tensor | None = None) -> ModelOutput:
+                         recon_future: torch.Tensor | None = None, target_actions: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None) -> ModelOutput:
         """The actions of a model whose head reads the keypoints and the state only (action_from_dit=false),
         without running the transformer: the conditioning frame through the keypoint encoder, the head.
         Returns a ModelOutput: actions (B, T, action_dim), the same as :meth:`forward`'s; aux_loss and
-        recon_loss (or None) when target_aux and recon_future are given, as in :meth:`forward`."""
+        recon_loss (or None) when target_aux and recon_future are given, as in :meth:`forward`; action_loss
+        when target_actions (B, T, action_dim) are given: the MSE of the actions, or for a denoising head
+        (action_diffusion > 0) the MSE of its noise prediction, with ``actions`` then None (not sampled).
+        ``generator``: the denoising head's noise (training draws and sampling); None: torch's global one."""
         if not self.reads_keypoints_only:
             raise UserError("keypoint_actions: this model's action head reads the DiT's token states "
                             "(action_from_dit=true); use forward() or Diffusion.head_actions")
         self._check_state(cond_frame.shape[0], state)
         keypoints = self.keypoints(cond_frame, self.text_encoder(text_tokens, text_dropout))  # (B, 2K)
-        return ModelOutput(actions=self._actions_from_keypoints(keypoints, state),
+        actions, action_loss = self._keypoint_head(keypoints, state, target_actions, generator)
+        return ModelOutput(actions=actions, action_loss=action_loss,
                            aux_loss=self._aux_loss(keypoints, target_aux),
                            recon_loss=self._recon_loss(keypoints, cond_frame, recon_future))
+
+    def _keypoint_head(self, keypoints: torch.Tensor, state: torch.Tensor | None, target: torch.Tensor | None,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(actions, action_loss) of the keypoint head: the regression head's actions and their MSE against
+        ``target``; the denoising head's loss when ``target`` is given (actions None), else sampled actions."""
+        if not self.config.action_diffusion:
+            actions = self._actions_from_keypoints(keypoints, state)
+            if target is not None and target.shape != actions.shape:
+                raise UserError(f"target_actions shape {tuple(target.shape)} != {tuple(actions.shape)}")
+            return actions, (F.mse_loss(actions, target) if target is not None else None)
+        inputs = self._head_inputs(keypoints, state)
+        if target is None:
+            return self.sample_actions(inputs, generator), None
+        return None, self.action_denoising_loss(inputs, target, generator)
+
+    def _head_inputs(self, keypoints: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        return torch.cat([keypoints] + ([state] if self.state_in_head else []), dim=1)  # (B, 2K + S)
 
     def _actions_from_keypoints(self, keypoints: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """(B, 2K) keypoints and (B, S) state -> (B, T, action_dim)."""
         cfg = self.config
-        inputs = torch.cat([keypoints] + ([state] if self.state_in_head else []), dim=1)  # (B, 2K + S)
+        inputs = self._head_inputs(keypoints, state)
+        if cfg.action_diffusion:
+            return self.sample_actions(inputs)
         if cfg.chunk_head:
             return self.action_head(inputs).view(-1, cfg.n_future, cfg.action_dim)
         # the per-frame head of earlier runs: one input, so one action repeated over the chunk
         return self.action_head(inputs).unsqueeze(1).expand(-1, cfg.n_future, -1)
+
+    # the denoising action head (action_diffusion > 0) ----------------------------------------------------
+    def _predict_action_x0(self, inputs: torch.Tensor, noisy: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """inputs (B, 2K + S), noisy chunks (B, T*A), noise levels k (B,) long -> the clean chunk (B, T*A)."""
+        half = ACTION_T_FEATURES // 2
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=k.device, dtype=torch.float32) / half)
+        angles = k.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, half)
+        return self.action_head(torch.cat([inputs, noisy, torch.cos(angles), torch.sin(angles)], dim=1))
+
+    def action_denoising_loss(self, inputs: torch.Tensor, target: torch.Tensor,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+        """MSE of the clean chunk predicted from ``target`` (B, T, A) noised at ``action_noise_draws`` uniform
+        levels per sample. x0 prediction, as the video head: at the highest noise level it is the regression
+        head's loss (the conditional mean); the epsilon objective, first tried, weighs the clean chunk so little
+        at high noise that after 2000 steps its samples were twice as far from the demonstrations' actions as
+        the regression head's mean, and its PickPlace policy scored 0/100."""
+        cfg, R = self.config, self.config.action_noise_draws
+        x0 = target.flatten(1).repeat(R, 1)  # (R*B, T*A)
+        inputs = inputs.repeat(R, 1)
+        k = torch.randint(cfg.action_diffusion, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        ab = self.action_alpha_bar[k].unsqueeze(1)
+        noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return F.mse_loss(self._predict_action_x0(inputs, noisy, k), x0)
+
+    def sample_actions(self, inputs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM (deterministic given the starting noise) over the chunk in ``action_sample_steps`` passes of the
+        head; the clean-chunk estimate is clamped to +-ACTION_CLAMP (normalised units). -> (B, T, A)."""
+        cfg = self.config
+        K, S, B = cfg.action_diffusion, cfg.action_sample_steps, inputs.shape[0]
+        steps = [K - 1] if S == 1 else [round((K - 1) * (1 - i / (S - 1))) for i in range(S)]
+        x = torch.randn((B, cfg.n_future * cfg.action_dim), generator=generator).to(inputs.device, inputs.dtype)
+        for i, k_now in enumerate(steps):
+            k = torch.full((B,), k_now, dtype=torch.long, device=inputs.device)
+            ab = self.action_alpha_bar[k_now]
+            x0 = self._predict_action_x0(inputs, x, k).clamp(-ACTION_CLAMP, ACTION_CLAMP)
+            if i + 1 == len(steps):
+                x = x0
+                break
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            ab_prev = self.action_alpha_bar[steps[i + 1]]
+            x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+        return x.view(B, cfg.n_future, cfg.action_dim)
 
     def _aux_loss(self, keypoints: torch.Tensor, target_aux: torch.Tensor | None) -> torch.Tensor | None:
         if target_aux is None:
@@ -742,9 +822,11 @@ class VideoActionDiT(nn.Module):
         attention = L * 2 * mm(N, N, D)  # QK^T and AV, all heads together
         block = mm(N, D, 3 * D) + mm(N, D, D) + 2 * mm(N, D, hidden) + mm(1, D, 6 * D)
         # the final layer's modulation; the action MLP once per future frame, or once for the whole chunk
+        # (a denoising head: one pass per sampling step)
         rows = 1 if self.reads_keypoints_only and cfg.chunk_head else cfg.n_future
-        head = mm(1, D, 2 * D) + rows * sum(mm(1, m.in_features, m.out_features)
-                                            for m in self.action_head if isinstance(m, nn.Linear))
+        rows *= cfg.action_sample_steps if cfg.action_diffusion else 1
+        action_mlp = sum(mm(1, m.in_features, m.out_features) for m in self.action_head if isinstance(m, nn.Linear))
+        head = mm(1, D, 2 * D) + rows * action_mlp
         if self.video_head is None:
             head += mm(N - n, D, pix)
         else:  # token states to cells, then the convolutions on every future frame's stride-4 grid
@@ -768,8 +850,7 @@ class VideoActionDiT(nn.Module):
         forward = embed + encoder + cond + text + L * block + attention + head
         out = {"forward": forward, "train_step": 3 * forward, "attention": attention, "tokens": N}
         if self.reads_keypoints_only:
-            out["actions"] = text + encoder + sum(mm(1, m.in_features, m.out_features)
-                                                  for m in self.action_head if isinstance(m, nn.Linear))
+            out["actions"] = text + encoder + rows * action_mlp
         return out
 
     def _conv_flops(self, convs, films, side: int | None = None) -> int:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gr2_sim import checkpoint as ckpt
 from gr2_sim.config import ModelConfig, make_config
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from gr2_sim.train_config import TrainConfig
 
 # Weights that may legitimately differ in shape between phases (action/state sizes come from the data).
-HEAD_PREFIXES = ("action_head.", "state_embedder.", "keypoints.", "aux_head.", "action_norm.")
+HEAD_PREFIXES = ("action_head.", "action_pool.", "state_embedder.", "keypoints.", "aux_head.", "action_norm.")
 # a pixel "changes" between the conditioning frame and a future frame when some channel moves by more than this
 # (frames in [-1, 1]: 0.1 is 13/255 of the 0-255 range); used by the change-weighted video loss and by
 # `gr2-sim experiment video-quality`
@@ -141,8 +140,9 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
                         f"only (--set action_from_dit=false)")
     if keypoints_only and use_actions:  # the actions from the keypoints, the transformer for the video only
         head = model.keypoint_actions(batch["cond"], batch["text"], batch.get("state"), text_dropout,
-                                      batch.get("aux"), recon_future=future)
-        action_loss = F.mse_loss(head.actions, batch["actions"])
+                                      batch.get("aux"), recon_future=future, target_actions=batch["actions"],
+                                      generator=generator)
+        action_loss = head.action_loss  # the MSE, or a denoising head's noise MSE (its actions then None)
         loss = action_weight * action_loss
         for term, weight in ((head.aux_loss, aux_weight), (head.recon_loss, recon_weight)):
             if term is not None:
@@ -274,12 +274,12 @@ class InverseDynamicsObjective:
             self.model_config = IDMConfig.from_dict(ckpt.load_config(run)["model"])
         else:
             state_dim = train_eps.states.shape[1] if cfg.use_state else 0
-            self.model_config = IDMConfig(img_size=train_eps.image_size, action_dim=train_eps.actions.shape[1],
-                                          state_dim=state_dim)
+            self.model_config = IDMConfig.from_dict({"img_size": train_eps.image_size, "state_dim": state_dim,
+                                                     "action_dim": train_eps.actions.shape[1], **(cfg.overrides or {})})
 
     def sampler_args(self) -> dict[str, Any]:
         return dict(n_future=IDM_HORIZON, max_text_len=1, vocab_size=2, use_actions=True, use_text=False,
-                    use_state=self.model_config.state_dim > 0)
+                    use_state=self.model_config.state_dim > 0, future_state=self.model_config.next_state)
 
     def build_model(self, init: str | None) -> torch.nn.Module:
         from policies.inverse_dynamics import InverseDynamicsModel
@@ -303,7 +303,7 @@ class InverseDynamicsObjective:
         total, n = 0.0, 0
         for i in range(0, len(rows), batch_size):
             batch = sampler.batch(rows[i:i + batch_size], device)
-            pred = model.chunk_actions(batch["cond"], batch["future"], batch.get("state"))
+            pred = model.chunk_actions(batch["cond"], batch["future"], batch.get("state"), batch.get("future_state"))
             err = normalizer.unnormalize_actions(pred) - normalizer.unnormalize_actions(batch["actions"])
             total += float(err.pow(2).mean()) * len(pred)
             n += len(pred)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from gr2_sim import checkpoint as ckpt
-from gr2_sim.data import load_episodes
+from gr2_sim.data import concat_episodes, load_episodes
 from gr2_sim.dataset import Normalizer, WindowSampler
 from gr2_sim.device import affinity_cores, autocast, enable_tf32, parse_threads, resolve_device, set_threads
 from gr2_sim.errors import UserError
@@ -59,6 +59,13 @@ def load_data(cfg: TrainConfig):
     if cfg.stage == "action" and train.actions is None:
         raise UserError(f"{cfg.data} holds {train.kind} data without actions, but --stage action needs "
                         f"demonstrations: collect them with `gr2-sim collect` (without --no-actions)")
+    if cfg.extra_data:  # every episode of each file joins the training split; validation stays on --data's
+        extra = [load_episodes(path, split="all") for path in cfg.extra_data]
+        for path, part in zip(cfg.extra_data, extra, strict=True):
+            if part.env_id != train.env_id:
+                raise UserError(f"--extra-data {path} was recorded on {part.env_id}, --data {cfg.data} on "
+                                f"{train.env_id}: the extra episodes must come from the same task")
+        train = concat_episodes(train, *extra)
     try:
         valid = load_episodes(cfg.data, split="valid")
         valid = valid if valid.num_episodes else None
@@ -297,6 +304,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--init", default=None, help="run folder of the previous phase to start from")
     p.add_argument("--demos", type=int, default=None, help="use only the first N training episodes")
+    p.add_argument("--extra-data", action="append", default=None, metavar="FILE",
+                   help="more training episodes, all of FILE (e.g. robot video labelled by `gr2-sim label`); "
+                        "repeatable; validation stays on --data's held-out episodes")
     p.add_argument("--preset", default=None, help="model size: tiny | small | base (default small, or --init's)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -356,7 +366,8 @@ def add_arguments(p) -> None:
 
 def parse_overrides(items: list[str], check: bool = True) -> dict:
     """``["n_layers=6", "cond_stem=conv"]`` -> ``{"n_layers": 6, "cond_stem": "conv"}`` (values as JSON, else
-    text); the field names are checked against ModelConfig (``check``; --stage bc checks them against BCConfig)."""
+    text); the field names are checked against ModelConfig (``check``; --stage bc and idm check them against
+    BCConfig and IDMConfig)."""
     from gr2_sim.config import _check_fields
 
     out = {}
@@ -375,6 +386,7 @@ def parse_overrides(items: list[str], check: bool = True) -> dict:
 
 def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, demos=args.demos,
+                      extra_data=args.extra_data,
                       preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       action_weight=args.action_weight, video_weight=args.video_weight,
                       ema_decay=args.ema_decay, warmup=args.warmup,
@@ -386,7 +398,7 @@ def run(args) -> int:
                       aux_state=args.aux_state, action_on_pure_noise=args.action_on_pure_noise, use_state=not args.no_state,
                       video_batch=args.video_batch, text_dropout=args.text_dropout,
                       resume=args.resume, progress=not args.no_progress, compile=args.compile,
-                      overrides=parse_overrides(args.overrides, check=args.stage != "bc") or None)
+                      overrides=parse_overrides(args.overrides, check=args.stage not in ("bc", "idm")) or None)
     out = train(cfg)
     print(f"trained {cfg.stage} -> {out}")
     return 0

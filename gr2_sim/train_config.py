@@ -22,6 +22,9 @@ class TrainConfig:
     preset: str | None = None  # model preset; default 'small', or the --init run's sizes
     init: str | None = None  # run folder whose EMA weights start this run (phase 2 <- 1, 3 <- 2)
     demos: int | None = None  # use only the first N training episodes (the 50/200/1000 settings)
+    # more training episodes: every episode of each file (e.g. robot video labelled by `gr2-sim label`); the
+    # held-out episodes stay those of `data`
+    extra_data: list[str] | None = None
     steps: int = 2000  # optimizer steps
     batch_size: int = 32  # samples per step (per process under torchrun)
     lr: float = 1e-3  # peak AdamW learning rate (Reach, 200 demos, 1500 of 3000 steps: 82% at 1e-3, 70% at 3e-4)

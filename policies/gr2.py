@@ -103,6 +103,10 @@ class GR2Policy(CheckpointPolicy):
 
     def _check_idm(self, cfg) -> None:
         icfg = self.idm.config
+        if icfg.next_state:
+            raise UserError("this IDM reads the state after each step (next_state), which generated frames do not "
+                            "have: it labels recorded robot video (`gr2-sim label`). For --mode idm train one "
+                            "without --set next_state=true")
         if icfg.img_size != cfg.img_size:
             raise UserError(f"the IDM reads {icfg.img_size}px frames but the video model predicts {cfg.img_size}px")
         if icfg.state_dim and cfg.state_dim and icfg.state_dim != cfg.state_dim:

@@ -38,6 +38,10 @@ class IDMConfig:
     state_dim: int = 0  # robot-state size fed to the MLP; 0 = frames only
     channels: tuple[int, ...] = (32, 64, 128, 128)  # conv widths, each conv halves the resolution
     hidden: int = 256  # MLP hidden width
+    # the state after the step too: (o_t, o_t+1, s_t, s_t+1) -> a_t. For labelling recorded robot video
+    # (`gr2-sim label`), where every frame's state is logged and the arm's displacement says most of the action;
+    # the `idm` readout of generated frames has no such state and refuses such a model
+    next_state: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -46,6 +50,9 @@ class IDMConfig:
                 raise UserError(f"IDMConfig.{name}={getattr(self, name)!r} must be >= 1")
         if self.state_dim < 0:
             raise UserError(f"IDMConfig.state_dim={self.state_dim!r} must be >= 0 (0 = no state)")
+        if not isinstance(self.next_state, bool) or (self.next_state and not self.state_dim):
+            raise UserError(f"IDMConfig.next_state={self.next_state!r} must be true or false, and true needs a state "
+                            f"(state_dim > 0, got {self.state_dim}): data recorded with states, without --no-state")
         if not self.channels or self.img_size % 2 ** len(self.channels):
             raise UserError(f"IDMConfig.img_size={self.img_size} must be divisible by 2**{len(self.channels)} "
                             f"(one halving per conv in channels={self.channels})")
@@ -74,12 +81,13 @@ class InverseDynamicsModel(nn.Module):
                        nn.SiLU()]
             width = out
         self.encoder = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(width + cfg.state_dim, cfg.hidden), nn.SiLU(),
+        self.head = nn.Sequential(nn.Linear(width + cfg.state_dim * (2 if cfg.next_state else 1), cfg.hidden), nn.SiLU(),
                                   nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.action_dim))
 
     def forward(self, frame_t: torch.Tensor, frame_next: torch.Tensor,
-                state: torch.Tensor | None = None) -> torch.Tensor:
-        """frame_t, frame_next: (B, 3, H, W) in [-1, 1]; state: (B, state_dim) normalised -> a_t (B, A)."""
+                state: torch.Tensor | None = None, state_next: torch.Tensor | None = None) -> torch.Tensor:
+        """frame_t, frame_next: (B, 3, H, W) in [-1, 1]; state (and, with ``next_state``, state_next, the state
+        at frame_next): (B, state_dim) normalised -> a_t (B, A)."""
         cfg = self.config
         if frame_t.shape != frame_next.shape or tuple(frame_t.shape[1:]) != (3, cfg.img_size, cfg.img_size):
             raise UserError(f"IDM frames must both be (B, 3, {cfg.img_size}, {cfg.img_size}), "
@@ -90,17 +98,30 @@ class InverseDynamicsModel(nn.Module):
                 got = None if state is None else tuple(state.shape)
                 raise UserError(f"this IDM needs a (B, {cfg.state_dim}) state, got {got}")
             features = torch.cat([features, state], dim=1)  # (B, C + S)
+        if cfg.next_state:
+            if state_next is None or state_next.shape != state.shape:
+                got = None if state_next is None else tuple(state_next.shape)
+                raise UserError(f"this IDM (next_state) needs the state after the step too, (B, {cfg.state_dim}); "
+                                f"got {got}")
+            features = torch.cat([features, state_next], dim=1)  # (B, C + 2S)
         return self.head(features)  # (B, A)
 
-    def chunk_actions(self, cond: torch.Tensor, future: torch.Tensor,
-                      state: torch.Tensor | None = None) -> torch.Tensor:
+    def chunk_actions(self, cond: torch.Tensor, future: torch.Tensor, state: torch.Tensor | None = None,
+                      future_state: torch.Tensor | None = None) -> torch.Tensor:
         """Actions along a frame sequence: (cond, future_0), (future_0, future_1), ...
 
-        cond: (B, 3, H, W); future: (B, T, 3, H, W); state: (B, S) at ``cond`` -> (B, T, A) normalised.
+        cond: (B, 3, H, W); future: (B, T, 3, H, W); state: (B, S) at ``cond`` -> (B, T, A) normalised. Every
+        pair reads the state at ``cond``; with ``next_state``, each pair reads its own two states, from
+        future_state (B, T, S), the states at the future frames.
         """
         B, T = future.shape[:2]
         frames = torch.cat([cond.unsqueeze(1), future], dim=1)  # (B, T+1, 3, H, W)
         before, after = frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)  # (B*T, 3, H, W)
+        if self.config.next_state:
+            if future_state is None:
+                raise UserError("this IDM (next_state) needs the states of the future frames (future_state)")
+            states = torch.cat([state.unsqueeze(1), future_state], dim=1)  # (B, T+1, S)
+            return self.forward(before, after, states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1)).reshape(B, T, -1)
         pair_state = state.repeat_interleave(T, dim=0) if (state is not None and self.config.state_dim) else None
         return self.forward(before, after, pair_state).reshape(B, T, -1)
 
@@ -112,7 +133,7 @@ class InverseDynamicsModel(nn.Module):
         """
         if "actions" not in batch:
             raise UserError("the inverse-dynamics model trains on demonstrations: the batch has no actions")
-        pred = self.chunk_actions(batch["cond"], batch["future"], batch.get("state"))  # (B, T, A)
+        pred = self.chunk_actions(batch["cond"], batch["future"], batch.get("state"), batch.get("future_state"))
         action_loss = F.mse_loss(pred, batch["actions"])
         return {"loss": action_loss, "action_loss": action_loss}
 

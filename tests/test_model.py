@@ -570,3 +570,60 @@ def test_keypoint_decoder_reconstructs_from_the_keypoints_alone_in_training_only
         make_config("tiny", keypoint_decoder=7)
     with pytest.raises(ConfigError, match="keypoints > 0"):
         make_config("tiny", keypoints=0, keypoint_decoder=8, cond_stem="conv")
+
+
+# ----------------------------------------------------------------------------------- the denoising action head
+def denoising_head_model(**overrides) -> VideoActionDiT:
+    cfg = make_config("tiny", state_dim=3, action_from_dit=False, action_diffusion=20, action_sample_steps=5,
+                      **overrides)
+    model = VideoActionDiT(cfg).eval()
+    randomize_zero_init(model)
+    return model
+
+
+def test_denoising_head_config_is_checked():
+    with pytest.raises(ConfigError, match="action_from_dit=false"):
+        make_config("tiny", action_diffusion=20)  # the head reads the DiT's states: nothing to denoise from
+    with pytest.raises(ConfigError, match="chunk_head=true"):
+        make_config("tiny", action_from_dit=False, chunk_head=False, action_diffusion=20)
+    with pytest.raises(ConfigError, match="action_sample_steps=30 must be <= action_diffusion=20"):
+        make_config("tiny", action_from_dit=False, action_diffusion=20, action_sample_steps=30)
+    with pytest.raises(ConfigError, match="action_noise_draws=0"):
+        make_config("tiny", action_from_dit=False, action_diffusion=20, action_noise_draws=0)
+    # configs saved before the field load with the regression head
+    old = make_config("tiny", action_from_dit=False).to_dict()
+    del old["action_diffusion"], old["action_sample_steps"], old["action_noise_draws"]
+    assert ModelConfig.from_dict(old).action_diffusion == 0
+
+
+def test_denoising_head_samples_the_chunk_and_trains_on_noisy_chunks():
+    model = denoising_head_model()
+    cfg, inputs = model.config, make_inputs(model.config, B=3)
+    args = (inputs["cond_frame"], inputs["text_tokens"], inputs["state"])
+    gen = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    first = model.keypoint_actions(*args, generator=gen(1)).actions
+    assert first.shape == (3, cfg.n_future, cfg.action_dim)
+    torch.testing.assert_close(model.keypoint_actions(*args, generator=gen(1)).actions, first)  # seeded
+    assert not torch.allclose(model.keypoint_actions(*args, generator=gen(2)).actions, first)  # a sample, not a mean
+    target = torch.randn(3, cfg.n_future, cfg.action_dim, generator=gen(3))
+    trained = model.keypoint_actions(*args, target_actions=target, generator=gen(4))
+    assert trained.actions is None and trained.action_loss.ndim == 0
+    trained.action_loss.backward()
+    assert model.action_head[0].weight.grad.abs().sum() > 0
+    assert model.keypoints.convs[0].weight.grad.abs().sum() > 0  # the loss trains the encoder the keypoints come from
+    # forward() with targets (the trainer's path when every sample runs the transformer) gives the same loss
+    out = model(**inputs, target_actions=target)
+    assert out.actions is None and out.action_loss.ndim == 0
+
+
+def test_denoising_head_sampler_recovers_the_chunk_from_an_oracle_prediction():
+    """DDIM with a head that knows the clean chunk returns exactly that chunk, whatever the starting noise."""
+    model = denoising_head_model()
+    cfg = model.config
+    chunk = torch.randn(2, cfg.n_future * cfg.action_dim, generator=torch.Generator().manual_seed(0))
+
+    model._predict_action_x0 = lambda inputs, noisy, k: chunk
+    inputs = torch.zeros(2, 2 * cfg.keypoints + cfg.state_dim)
+    for seed in (0, 1):
+        sampled = model.sample_actions(inputs, torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(sampled, chunk.view(2, cfg.n_future, cfg.action_dim), atol=1e-4, rtol=1e-4)

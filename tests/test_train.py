@@ -358,6 +358,17 @@ def test_video_batch_runs_the_video_loss_on_part_of_the_batch_and_actions_on_all
     assert seen_lesson == [6]  # automatic, for a head that reads the DiT's states: the whole batch
     assert (video_batch_for(None, 64, True), video_batch_for(None, 64, False), video_batch_for(0, 64, True),
             video_batch_for(8, 64, True)) == (16, 0, 0, 8)
+    # a denoising action head: its loss is the noise MSE of the chunk, on every sample, and the CLI trains it
+    denoiser = VideoActionDiT(make_config("tiny", action_dim=7, state_dim=0, n_future=2, action_from_dit=False,
+                                          action_diffusion=10, action_sample_steps=2))
+    out = diffusion_loss(denoiser, diffusion, batch, 2.0, gen(), True, 0.0, video_batch=2)
+    assert out["actions"] is None and 0 < out["action_loss"].item() < 10  # the noise MSE, not sampled actions
+    torch.testing.assert_close(out["loss"], out["video_loss"] + 2.0 * out["action_loss"])
+    run = tmp_path / "denoiser"
+    assert main(["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "2",
+                 "--no-progress", "--eval-every", "2", "--ckpt-every", "2", "--set", "action_from_dit=false",
+                 "--set", "action_diffusion=10", "--set", "action_sample_steps=2", "--out", str(run)]) == 0
+    assert [r for r in metrics(run) if "val_action_mse" in r]  # validation samples the chunk
     with pytest.raises(UserError, match="--video-batch 8"):
         TrainConfig(stage="video", data="x", out="y", video_batch=8)
     base = ["train", "--stage", "action", "--data", str(demo_file), "--preset", "tiny", "--steps", "3",

@@ -275,7 +275,8 @@ class InverseDynamicsObjective:
         else:
             state_dim = train_eps.states.shape[1] if cfg.use_state else 0
             self.model_config = IDMConfig.from_dict({"img_size": train_eps.image_size, "state_dim": state_dim,
-                                                     "action_dim": train_eps.actions.shape[1], **(cfg.overrides or {})})
+                                                     "action_dim": train_eps.actions.shape[1], **(cfg.overrides or {})},
+                                                    saved=False)
 
     def sampler_args(self) -> dict[str, Any]:
         return dict(n_future=IDM_HORIZON, max_text_len=1, vocab_size=2, use_actions=True, use_text=False,

@@ -104,3 +104,17 @@ def test_next_state_idm_reads_each_pairs_own_two_states():
         torch.testing.assert_close(chunk[:, k], idm(frames[:, k], frames[:, k + 1], states[:, k], states[:, k + 1]))
     with pytest.raises(Exception, match="states of the future frames"):
         idm.chunk_actions(cond, future, state)
+
+
+def test_state_products_join_the_head_and_old_configs_load_without_them():
+    from policies.inverse_dynamics import IDMConfig, InverseDynamicsModel
+
+    new = IDMConfig.from_dict({"img_size": 16, "state_dim": 3, "channels": [8, 8], "next_state": True}, saved=False)
+    assert new.state_products and InverseDynamicsModel(new).head[0].in_features == 8 + 2 * 3 + 3 * 3
+    old = IDMConfig.from_dict({"img_size": 16, "state_dim": 3, "channels": [8, 8], "next_state": True})
+    assert not old.state_products and InverseDynamicsModel(old).head[0].in_features == 8 + 2 * 3
+    model = InverseDynamicsModel(new).eval()
+    frames, state = torch.rand(2, 3, 16, 16), torch.randn(2, 3)
+    same = model(frames, frames, state, state)
+    moved = model(frames, frames, state, state + torch.tensor([0.0, 0.0, 0.1]))
+    assert not torch.allclose(same, moved)  # the state's change reaches the head

@@ -396,7 +396,7 @@ def concat_episodes(first: EpisodeArrays, *more: EpisodeArrays) -> EpisodeArrays
     size, state size and action size, all with actions or all without (a UserError otherwise). env_id, kind
     and env_kwargs are the first's; demo keys are prefixed by the part's position after the first."""
     parts = [first, *more]
-    for i, part in enumerate(more, start=1):
+    for part in more:
         if part.image_size != first.image_size or part.states.shape[1] != first.states.shape[1]:
             raise UserError(f"cannot join episodes of {part.image_size}px frames and {part.states.shape[1]}-D states "
                             f"to {first.image_size}px and {first.states.shape[1]}-D ones")

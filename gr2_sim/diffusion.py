@@ -36,6 +36,15 @@ def linear_betas(K: int) -> torch.Tensor:
     return torch.linspace(scale * 1e-4, scale * 0.02, K, dtype=torch.float64)
 
 
+def ddim_timesteps(K: int, steps: int) -> list[int]:
+    """``steps`` distinct noise levels of a K-level schedule, evenly spaced from K-1 (pure noise) down to 0."""
+    if not 1 <= steps <= K:
+        raise UserError(f"DDIM steps={steps} must be in [1, {K}] (the training diffusion_steps)")
+    if steps == 1:
+        return [K - 1]  # one jump from pure noise straight to the x0 estimate
+    return [round((K - 1) * (1 - i / (steps - 1))) for i in range(steps)]
+
+
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] reshaped to (B, 1, 1, ...) so it broadcasts against ``like``."""
     return to_device(values, like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))  # no host sync
@@ -90,11 +99,7 @@ class Diffusion:
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """``steps`` distinct noise levels, evenly spaced from K-1 (pure noise) down to 0."""
-        if not 1 <= steps <= self.K:
-            raise UserError(f"DDIM steps={steps} must be in [1, {self.K}] (the training diffusion_steps)")
-        if steps == 1:
-            return [self.K - 1]  # one jump from pure noise straight to the x0 estimate
-        return [round((self.K - 1) * (1 - i / (steps - 1))) for i in range(steps)]
+        return ddim_timesteps(self.K, steps)
 
     def _noise(self, model: nn.Module, cond_frame: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         cfg = model.config

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gr2_sim.config import ModelConfig
-from gr2_sim.diffusion import cosine_betas
+from gr2_sim.diffusion import cosine_betas, ddim_timesteps
 from gr2_sim.errors import UserError
 from gr2_sim.text import TextEncoder
 
@@ -101,6 +101,14 @@ def mlp(fan_in: int, hidden: int, out: int, layers: int = 1, act: type[nn.Module
     return nn.Sequential(*mods, nn.Linear(fan_in, out))
 
 
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Diffusion steps t (B,) -> (B, dim) sin-cos features (cosines, then sines; periods up to max_period)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, dim/2)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
 class TimestepEmbedder(nn.Module):
     """Diffusion step t (B,) long -> (B, D): sin-cos features then a 2-layer MLP (as in DiT)."""
 
@@ -110,10 +118,7 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        angles = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, freq_dim/2)
-        return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))  # (B, D)
+        return self.mlp(timestep_features(t, self.freq_dim))  # (B, D)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -436,7 +441,7 @@ class VideoActionDiT(nn.Module):
         # per frame: (D + 2K + S) -> one action; or, from the keypoints and state alone with chunk_head, the
         # whole chunk at once (2K + S) -> T x action_dim, as the image BC's head
         chunk = cfg.n_future if self.reads_keypoints_only and cfg.chunk_head else 1
-        if cfg.action_diffusion:  # a denoiser: (inputs, noisy chunk, noise-level features) -> the chunk's noise
+        if cfg.action_diffusion:  # a denoiser: (inputs, noisy chunk, noise-level features) -> the clean chunk
             head_in += chunk * cfg.action_dim + ACTION_T_FEATURES
             alpha_bar = torch.cumprod(1 - cosine_betas(cfg.action_diffusion), dim=0).float()
             self.register_buffer("action_alpha_bar", alpha_bar, persistent=False)
@@ -675,7 +680,7 @@ class VideoActionDiT(nn.Module):
         Returns a ModelOutput: actions (B, T, action_dim), the same as :meth:`forward`'s; aux_loss and
         recon_loss (or None) when target_aux and recon_future are given, as in :meth:`forward`; action_loss
         when target_actions (B, T, action_dim) are given: the MSE of the actions, or for a denoising head
-        (action_diffusion > 0) the MSE of its noise prediction, with ``actions`` then None (not sampled).
+        (action_diffusion > 0) the MSE of its clean-chunk prediction, with ``actions`` then None (not sampled).
         ``generator``: the denoising head's noise (training draws and sampling); None: torch's global one."""
         if not self.reads_keypoints_only:
             raise UserError("keypoint_actions: this model's action head reads the DiT's token states "
@@ -705,11 +710,9 @@ class VideoActionDiT(nn.Module):
         return torch.cat([keypoints] + ([state] if self.state_in_head else []), dim=1)  # (B, 2K + S)
 
     def _actions_from_keypoints(self, keypoints: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
-        """(B, 2K) keypoints and (B, S) state -> (B, T, action_dim)."""
+        """(B, 2K) keypoints and (B, S) state -> (B, T, action_dim), the regression head's."""
         cfg = self.config
         inputs = self._head_inputs(keypoints, state)
-        if cfg.action_diffusion:
-            return self.sample_actions(inputs)
         if cfg.chunk_head:
             return self.action_head(inputs).view(-1, cfg.n_future, cfg.action_dim)
         # the per-frame head of earlier runs: one input, so one action repeated over the chunk
@@ -718,10 +721,7 @@ class VideoActionDiT(nn.Module):
     # the denoising action head (action_diffusion > 0) ----------------------------------------------------
     def _predict_action_x0(self, inputs: torch.Tensor, noisy: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """inputs (B, 2K + S), noisy chunks (B, T*A), noise levels k (B,) long -> the clean chunk (B, T*A)."""
-        half = ACTION_T_FEATURES // 2
-        freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=k.device, dtype=torch.float32) / half)
-        angles = k.float().unsqueeze(1) * freqs.unsqueeze(0)  # (B, half)
-        return self.action_head(torch.cat([inputs, noisy, torch.cos(angles), torch.sin(angles)], dim=1))
+        return self.action_head(torch.cat([inputs, noisy, timestep_features(k, ACTION_T_FEATURES, 1000.0)], dim=1))
 
     def action_denoising_loss(self, inputs: torch.Tensor, target: torch.Tensor,
                               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -744,7 +744,7 @@ class VideoActionDiT(nn.Module):
         head; the clean-chunk estimate is clamped to +-ACTION_CLAMP (normalised units). -> (B, T, A)."""
         cfg = self.config
         K, S, B = cfg.action_diffusion, cfg.action_sample_steps, inputs.shape[0]
-        steps = [K - 1] if S == 1 else [round((K - 1) * (1 - i / (S - 1))) for i in range(S)]
+        steps = ddim_timesteps(K, S)
         x = torch.randn((B, cfg.n_future * cfg.action_dim), generator=generator).to(inputs.device, inputs.dtype)
         for i, k_now in enumerate(steps):
             k = torch.full((B,), k_now, dtype=torch.long, device=inputs.device)

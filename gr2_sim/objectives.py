@@ -142,7 +142,7 @@ def diffusion_loss(model, diffusion: Diffusion, batch: dict, action_weight: floa
         head = model.keypoint_actions(batch["cond"], batch["text"], batch.get("state"), text_dropout,
                                       batch.get("aux"), recon_future=future, target_actions=batch["actions"],
                                       generator=generator)
-        action_loss = head.action_loss  # the MSE, or a denoising head's noise MSE (its actions then None)
+        action_loss = head.action_loss  # the MSE, or a denoising head's loss (its actions then None)
         loss = action_weight * action_loss
         for term, weight in ((head.aux_loss, aux_weight), (head.recon_loss, recon_weight)):
             if term is not None:

@@ -12,6 +12,7 @@ Each prints a Markdown table and, with ``--json FILE``, writes the numbers as JS
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -140,9 +141,10 @@ def bench_latency(presets: list[str], queries: int) -> list[dict]:
             cond = torch.rand(1, 3, cfg.img_size, cfg.img_size) * 2 - 1
             tokens, state = model.text_encoder.tokenize(["push the red cube"]), torch.randn(1, cfg.state_dim)
             generator = torch.Generator().manual_seed(0)
-            readouts = {"head": (lambda: diffusion.head_actions(model, cond, tokens, state, generator), queries),
-                        "denoise": (lambda: diffusion.ddim_sample(model, cond, tokens, state, DENOISE_STEPS,
-                                                                  generator=generator), queries // 5)}
+            args = (model, cond, tokens, state)
+            readouts = {"head": (functools.partial(diffusion.head_actions, *args, generator), queries),
+                        "denoise": (functools.partial(diffusion.ddim_sample, *args, DENOISE_STEPS, generator=generator),
+                                    queries // 5)}
             for readout, (query, n) in readouts.items():
                 times = []
                 with torch.inference_mode():

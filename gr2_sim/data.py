@@ -391,6 +391,18 @@ def load_episodes(path: str | os.PathLike, max_demos: int | None = None, split: 
             raise UserError(f"{path}: damaged dataset, could not read it ({err})") from None
 
 
+def iter_images(path: str | os.PathLike, keys: list[str]):
+    """The frames of the episodes ``keys`` of ``path``, one (T, H, W, 3) uint8 array at a time: with
+    ``load_episodes(..., load_images=False)`` a whole file is walked with one episode's frames in memory."""
+    with open_h5(path, "r") as f:
+        data = _data_group(f, path)
+        for key in keys:
+            try:
+                yield data[key]["obs/image"][()]
+            except (OSError, KeyError) as err:
+                raise UserError(f"{path}: damaged dataset, could not read {key} ({err})") from None
+
+
 def concat_episodes(first: EpisodeArrays, *more: EpisodeArrays) -> EpisodeArrays:
     """The episodes of several loads as one (e.g. demonstrations and IDM-labelled robot video): the same image
     size, state size and action size, all with actions or all without (a UserError otherwise). env_id, kind

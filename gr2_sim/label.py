@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gr2_sim.data import DatasetWriter, Episode, load_episodes
+from gr2_sim.data import DatasetWriter, Episode, iter_images, load_episodes
 from gr2_sim.dataset import frames_to_tensor
 from gr2_sim.device import resolve_device
 from gr2_sim.errors import UserError
@@ -66,7 +66,8 @@ def run(args) -> int:
     idm, normalizer = load_idm(args.idm)
     device = resolve_device(args.device)
     idm = idm.to(device)
-    episodes = load_episodes(args.data, max_demos=args.episodes, split="all")
+    # states and metadata in memory, frames one episode at a time (3000 episodes of video are gigabytes)
+    episodes = load_episodes(args.data, max_demos=args.episodes, split="all", load_images=False)
     if episodes.kind != "robot_video":
         raise UserError(f"{args.data} holds {episodes.kind} data; `gr2-sim label` labels robot video "
                         f"(`gr2-sim collect --no-actions`): demonstrations have actions already, synthetic "
@@ -80,8 +81,10 @@ def run(args) -> int:
     writer = DatasetWriter(args.out, env_id=episodes.env_id, env_kwargs=episodes.env_kwargs, kind="demos",
                            image_size=episodes.image_size, config=config, overwrite=True)
     with writer:
+        frames = iter_images(args.data, episodes.demo_keys)
         for i in tqdm(range(episodes.num_episodes), desc="label", unit="ep", disable=args.no_progress):
             ep = episodes.episode(i)
+            ep["images"] = next(frames)
             actions = label_episode(idm, normalizer, ep["images"], ep["states"], device)
             dones = np.zeros(len(actions), np.uint8)
             dones[-1] = 1

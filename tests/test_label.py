@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from gr2_sim.cli import main
-from gr2_sim.data import concat_episodes, load_episodes, open_h5
+from gr2_sim.data import concat_episodes, iter_images, load_episodes, open_h5
 from gr2_sim.dataset import Normalizer
+from gr2_sim.errors import UserError
 from gr2_sim.label import label_episode
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -118,3 +119,15 @@ def test_state_products_join_the_head_and_old_configs_load_without_them():
     same = model(frames, frames, state, state)
     moved = model(frames, frames, state, state + torch.tensor([0.0, 0.0, 0.1]))
     assert not torch.allclose(same, moved)  # the state's change reaches the head
+
+
+def test_iter_images_walks_the_episodes_asked_for_one_at_a_time(dataset_writer, tmp_path):
+    path = dataset_writer(tmp_path / "v.hdf5", episodes=4, kind="robot_video", seed=5)
+    whole, meta = load_episodes(path, split="all"), load_episodes(path, split="all", load_images=False)
+    assert meta.images is None
+    keys = [meta.demo_keys[2], meta.demo_keys[0]]
+    got = list(iter_images(path, keys))
+    for frames, i in zip(got, (2, 0), strict=True):
+        np.testing.assert_array_equal(frames, whole.episode(i)["images"])
+    with pytest.raises(UserError, match="demo_99"):
+        list(iter_images(path, ["demo_99"]))

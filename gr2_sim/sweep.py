@@ -8,6 +8,10 @@ rows and the plain image policy everybody uses):
     no-video   the same DiT from scratch trained on actions only (``--video-weight 0``: no video loss)
     bc         the plain image-BC policy (``--stage bc``, policies/bc.py)
 
+and, with ``--labelled-video``, the other way to use the robot video (VPT's): an inverse-dynamics model
+trained on the same N demos labels phase 2's action-free video (``gr2-sim label``), and phase 3 from phase 2
+trains on the demos and the labelled video together (``labelled``; see gr2_sim/label.py).
+
 Every run gets the same training budget (``--budget``): by default the same training FLOPs, so the image BC,
 cheaper per sample than the DiT (about 5x against the default model with its video loss on a quarter of each
 batch), trains that many times more steps of the same batch (``steps``: the same optimizer steps for every
@@ -19,6 +23,7 @@ result exists, so a killed sweep resumes where it stopped::
     DIR/data/{synth,robot_video,demos}.hdf5     collected once
     DIR/runs/phase1, phase2                      pre-training, once
     DIR/runs/{variant}_N{n}_s{seed}/             phase 3 and baseline runs, each with eval/eval.json
+    DIR/runs/idm_N{n}/, labelled.hdf5            with --labelled-video: the IDM of N demos and its labels
     DIR/results.json, results.md, success_vs_demos.png
 """
 
@@ -39,7 +44,8 @@ from gr2_sim.train_config import video_batch_for
 PRETRAIN = {"both": ("scratch", "pretrained"), "yes": ("pretrained",), "no": ("scratch",)}
 BUDGETS = ("flops", "steps")  # what every run of a sweep gets the same of (see the module docstring)
 BASELINES = ("bc", "no-video")  # see the module docstring
-DIT_VARIANTS = ("scratch", "pretrained", "no-video")  # the columns compared with bc
+LABELLED = "labelled"  # --labelled-video: phase 3 from phase 2 on the demos and the IDM-labelled robot video
+DIT_VARIANTS = ("scratch", "pretrained", LABELLED, "no-video")  # the columns compared with bc
 
 
 def parse_baselines(text: str | list[str]) -> list[str]:
@@ -83,6 +89,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=int, default=2, help="rollout videos per run (first episodes)")
     p.add_argument("--mode", default="head", help="policy readout: head | denoise")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per cell (seeds 0 .. N-1)")
+    p.add_argument("--labelled-video", action="store_true",
+                   help="add the labelled column: an inverse-dynamics model trained on each demo count labels the "
+                        "robot video (raise --robot-episodes for more of it), and phase 3 from phase 2 trains on "
+                        "the demos and the labelled video (needs --pretrain both or yes)")
+    p.add_argument("--idm-steps", type=int, default=3000,
+                   help="training steps of each inverse-dynamics model (--labelled-video; batch --batch-size)")
     p.add_argument("--baselines", default="bc,no-video",
                    help=f"baseline columns, comma-separated: {', '.join(BASELINES)} (or 'none')")
     p.add_argument("--threads", type=int, default=1,
@@ -160,8 +172,8 @@ def _seconds_done(done: Path) -> float | None:
 def timing(out: Path, rows: list[dict]) -> dict:
     """Compute seconds of every stage of the sweep so far, each as measured when it ran (resumes included).
 
-    ``data`` (collection), ``phase1``/``phase2`` (training wall_s over all sessions), ``phase3`` (sum over the
-    DiT runs with video), ``baselines`` (sum over the bc and no-video runs), ``eval`` (sum over the runs),
+    ``data`` (collection), ``phase1``/``phase2`` (training wall_s over all sessions), ``labels`` (the IDMs'
+    training and the labelling, with --labelled-video), ``phase3`` (sum over the DiT runs with video), ``baselines`` (sum over the bc and no-video runs), ``eval`` (sum over the runs),
     ``total`` (the sum: with ``--jobs`` above 1 more than the elapsed time); a stage that has not run, or whose time was not recorded,
     is None and left out of the total. The total is the lesson's cost on an otherwise idle machine only if
     nothing else ran beside it.
@@ -175,9 +187,13 @@ def timing(out: Path, rows: list[dict]) -> dict:
     data = [_seconds_done(p) for p in sorted((out / "data").glob("*.done"))]
     parts = {"data": sum(data) if data and None not in data else None,
              "phase1": train_s(out / "runs" / "phase1"), "phase2": train_s(out / "runs" / "phase2")}
-    for part, variants in (("phase3", PRETRAIN["both"]), ("baselines", BASELINES)):
+    for part, variants in (("phase3", (*PRETRAIN["both"], LABELLED)), ("baselines", BASELINES)):
         times = [train_s(Path(r["run"])) for r in rows if r["variant"] in variants]
         parts[part] = sum(times) if times and None not in times else None
+    idms = sorted((out / "runs").glob("idm_N*"))  # --labelled-video: the IDMs' training and the labelling
+    if idms:
+        label_s = [train_s(run) for run in idms] + [_seconds_done(run / "labelled.hdf5.done") for run in idms]
+        parts["labels"] = sum(label_s) if None not in label_s else None
     parts["eval"] = sum(r["wall_time_s"] for r in rows) if rows else None
     parts["total"] = sum(v for v in parts.values() if v is not None)
     return {k: None if v is None else round(v, 1) for k, v in parts.items()}
@@ -243,7 +259,7 @@ def budget_steps(args, demos: Path) -> dict[str, int]:
     """Training steps of each variant. The DiT columns train ``--steps``; under ``--budget flops`` the bc column
     trains the steps that give the scratch DiT's training FLOPs (``estimate_flops()["train_step"]`` of each
     model, built for the data's frame, state and action sizes; the same batch)."""
-    steps = {v: args.steps for v in (*PRETRAIN["both"], *BASELINES)}
+    steps = {v: args.steps for v in (*PRETRAIN["both"], LABELLED, *BASELINES)}
     if args.budget == "flops":
         from gr2_sim.config import ModelConfig
         from gr2_sim.data import data_dims
@@ -268,13 +284,35 @@ def dit_train_flops(model, video_batch: int, batch_size: int) -> float:
     return (v * flops["train_step"] + batch_size * 3 * flops["actions"]) / batch_size
 
 
+def label_video(args, paths, runs: Path, n: int) -> Path:
+    """The robot video labelled by an inverse-dynamics model trained on ``n`` demos (VPT's recipe): the IDM in
+    ``runs/idm_N{n}`` (it reads both frames and both states, ``next_state``), its labels in ``labelled.hdf5``
+    there; each made once, so a resumed sweep reuses them."""
+    from gr2_sim.cli import main as gr2
+
+    idm = runs / f"idm_N{n}"
+    labelled, done = idm / "labelled.hdf5", idm / "labelled.hdf5.done"
+    if done.exists():
+        return labelled
+    train_if_needed(idm, stage="idm", data=str(paths["demos"]), demos=n, steps=args.idm_steps,
+                    batch_size=args.batch_size, device=args.device, overrides={"next_state": True},
+                    progress=args.jobs == 1)
+    start = time.perf_counter()
+    code = gr2(["label", "--idm", str(idm), "--data", str(paths["robot_video"]), "--out", str(labelled),
+                "--overwrite", "--device", args.device, *(["--no-progress"] if args.jobs != 1 else [])])
+    if code != 0:
+        raise UserError(f"labelling the robot video with {idm} failed (exit {code}); see the error above")
+    atomic_write_text(done, json.dumps({"complete": True, "seconds": round(time.perf_counter() - start, 2)}))
+    return labelled
+
+
 def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
     from gr2_sim.checkpoint import load_trainer_state
     from gr2_sim.evaluate import evaluate_run
 
     run = runs / f"{variant}_N{n}_s{seed}"
     eval_json = run / "eval" / "eval.json"
-    mode = args.mode if variant in PRETRAIN["both"] else "head"  # the baselines have no trained video half
+    mode = args.mode if variant in (*PRETRAIN["both"], LABELLED) else "head"  # the baselines: no video half
     if not eval_json.exists():
         steps = args.budget_steps[variant]
         common = dict(data=str(paths["demos"]), demos=n, steps=steps, batch_size=args.batch_size, seed=seed,
@@ -284,8 +322,9 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
             if variant == "bc":
                 train_if_needed(run, stage="bc", **common)
             else:
+                extra = [str(runs / f"idm_N{n}" / "labelled.hdf5")] if variant == LABELLED else None
                 train_if_needed(run, stage="action", preset=None if init else args.preset, init=init,
-                                overrides=None if init else args.model,
+                                overrides=None if init else args.model, extra_data=extra,
                                 video_weight=0.0 if variant == "no-video" else 1.0,
                                 video_batch=0 if variant == "no-video" else args.video_batch, **common)
         evaluate_run(run, args.env, episodes=args.episodes, mode=mode, out_dir=run / "eval", device=args.device,
@@ -322,6 +361,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs is the number of runs side by side: at least 1, or 0 for automatic; got {args.jobs}")
     args.jobs, args.threads = jobs_and_threads(args.jobs, args.threads, args.device)
     args.baselines = parse_baselines(args.baselines)
+    if args.labelled_video and "pretrained" not in PRETRAIN[args.pretrain]:
+        raise UserError("--labelled-video trains phase 3 from phase 2 on the labelled robot video; it needs "
+                        "--pretrain both or yes")
+    if args.idm_steps < 1:
+        raise UserError(f"--idm-steps must be at least 1, got {args.idm_steps}")
     from gr2_sim.collect import parse_env_kwargs
     from gr2_sim.obs_adapter import check_env_id
 
@@ -346,8 +390,11 @@ def run(args: argparse.Namespace) -> int:
                              steps=args.pretrain_steps[1], batch_size=args.batch_size, device=args.device)
         init = str(p2)
     args.budget_steps = budget_steps(args, paths["demos"])
-    cells = [(init if variant == "pretrained" else None, variant, n, seed) for n in sorted(args.demos)
-             for variant in (*PRETRAIN[args.pretrain], *args.baselines) for seed in range(args.seeds)]
+    labelled = (LABELLED,) if args.labelled_video else ()
+    for n in sorted(args.demos) if labelled else ():  # the IDMs and their labels first, one demo count at a time
+        label_video(args, paths, runs, n)
+    cells = [(init if variant in ("pretrained", LABELLED) else None, variant, n, seed) for n in sorted(args.demos)
+             for variant in (*PRETRAIN[args.pretrain], *labelled, *args.baselines) for seed in range(args.seeds)]
     rows: dict[int, dict] = {}
     if args.jobs == 1:
         for i, cell in enumerate(cells):
@@ -401,7 +448,7 @@ def pooled(rows: list[dict]) -> list[dict]:
 
 
 def _order(variant: str) -> int:
-    order = (*PRETRAIN["both"], *BASELINES)
+    order = (*PRETRAIN["both"], LABELLED, *BASELINES)
     return order.index(variant) if variant in order else len(order)
 
 
@@ -421,12 +468,14 @@ def minus_bc(cells: list[dict]) -> list[dict]:
 
 
 # what each step of GR-1's ablation buys: (name, column, the column it is measured against)
-STEPS = (("video prediction", "scratch", "no-video"), ("pre-training", "pretrained", "scratch"))
+STEPS = (("video prediction", "scratch", "no-video"), ("pre-training", "pretrained", "scratch"),
+         ("labelled video", LABELLED, "pretrained"))
 
 
 def gains(cells: list[dict]) -> list[dict]:
     """GR-1's two steps at each demo count, seeds pooled: video prediction (scratch minus no-video) and
-    pre-training (pretrained minus scratch), each with Newcombe's 95% interval, where both columns ran."""
+    pre-training (pretrained minus scratch), and VPT's labelled video (labelled minus pretrained), each with
+    Newcombe's 95% interval, where both columns ran."""
     by = {(c["demos"], c["variant"]): c for c in cells}
     return [{"demos": n, "step": name, "variant": a, "minus": b, **difference(by[n, a], by[n, b])}
             for n in sorted({c["demos"] for c in cells}) for name, a, b in STEPS if (n, a) in by and (n, b) in by]
@@ -442,6 +491,10 @@ def budget_text(args) -> str:
     bc = args.budget_steps["bc"]
     return (f"the same training FLOPs: {dit} for the DiT columns, {bc} steps of the same batch for bc "
             f"(model FLOPs per sample from each model's estimate_flops)")
+
+
+LABELLED_TEXT = ("labelled (pretrained, its phase 3 also on the robot video labelled by an inverse-dynamics model "
+                 "of the same demos), ")
 
 
 def write_results(out: Path, rows: list[dict], args, cells_total: int | None = None) -> None:
@@ -462,7 +515,8 @@ def write_results(out: Path, rows: list[dict], args, cells_total: int | None = N
              f"Every run: {budget_text(args)} (the wall time each run measured, on {threads}"
              f"{f', {args.jobs} runs side by side' if args.jobs > 1 else ''}, is in the table); evaluation: {args.episodes} test episodes, `{args.mode}` "
              f"readout (`head` for the baselines); 95% Wilson intervals. Variants: scratch / pretrained (the DiT "
-             f"without / with phases 1-2), no-video (the DiT on actions only), bc (the plain image-BC policy).", "",
+             f"without / with phases 1-2), {LABELLED_TEXT if args.labelled_video else ''}no-video (the DiT on actions "
+             f"only), bc (the plain image-BC policy).", "",
              "| demos | variant | seed | success | 95% CI | train wall (s) | mean length "
              "| goal distance, start -> end (cm) | ended >1 cm closer | object moved |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -489,7 +543,7 @@ def write_results(out: Path, rows: list[dict], args, cells_total: int | None = N
                      f"{', '.join(f'{p:.2f}' for p in c['per_seed_success'])} | {c['train_wall_s_mean']:.0f} | "
                      f"{versus} |")
     if steps:
-        lines += ["", "What each step of GR-1's ablation buys (seeds pooled; Newcombe's 95% interval):", "",
+        lines += ["", "What each step buys (GR-1's ablation, and VPT's labels; seeds pooled; Newcombe's 95% interval):", "",
                   "| demos | step | difference | 95% CI |", "|---|---|---|---|"]
         lines += [f"| {g['demos']} | {g['step']} ({g['variant']} minus {g['minus']}) | {g['difference']:+.2f} | "
                   f"[{g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f}] |" for g in steps]

@@ -51,6 +51,37 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
 
+def test_sweep_labelled_video_column(tmp_path, capsys):
+    """--labelled-video: an IDM per demo count labels phase 2's robot video; the labelled runs start from phase 2
+    and train on the demos and the labels; the gain over pretrained is in the table; --pretrain no is refused."""
+    from gr2_sim.data import load_episodes
+
+    out = tmp_path / "sweep"
+    argv = sweep_args(out)
+    argv[argv.index("--demos") + 1:argv.index("--pretrain") + 2] = ["2", "--pretrain", "yes"]
+    assert main([*argv, "--labelled-video", "--idm-steps", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {r["variant"] for r in results["rows"]} == {"pretrained", "labelled"}
+    run = json.loads((out / "runs" / "labelled_N2_s0" / "config.json").read_text())["train"]
+    labels = out / "runs" / "idm_N2" / "labelled.hdf5"
+    assert run["init"] == str(out / "runs" / "phase2") and run["extra_data"] == [str(labels)]
+    idm = json.loads((out / "runs" / "idm_N2" / "config.json").read_text())
+    assert idm["train"]["demos"] == 2 and idm["model"]["next_state"] is True
+    video, labelled = load_episodes(out / "data" / "robot_video.hdf5", split="all"), load_episodes(labels, split="all")
+    assert labelled.num_episodes == video.num_episodes == 3 and labelled.actions.shape == (len(video.rewards), 7)
+    assert [(g["demos"], g["step"]) for g in results["gains"]] == [(2, "labelled video")]
+    assert "| 2 | labelled video (labelled minus pretrained) |" in (out / "results.md").read_text()
+    assert results["seconds"]["labels"] > 0
+    # resumed: the IDM and its labels are reused, not remade
+    stamp = labels.stat().st_mtime_ns
+    assert main([*argv, "--labelled-video", "--idm-steps", "2"]) == 0
+    assert labels.stat().st_mtime_ns == stamp
+    no = sweep_args(tmp_path / "no")
+    no[no.index("--pretrain") + 1] = "no"
+    assert main([*no, "--labelled-video"]) == 2
+    assert "--pretrain both or yes" in capsys.readouterr().err
+
+
 def test_sweep_resumes_after_a_missing_cell(tmp_path):
     out = tmp_path / "sweep"
     assert main(sweep_args(out)) == 0

@@ -55,7 +55,8 @@ def sweep_args(args: argparse.Namespace, out: Path) -> argparse.Namespace:
                               robot_episodes=args.robot_episodes, episodes=args.episodes, videos=args.videos,
                               mode=args.mode, seeds=args.seeds, baselines="none", threads=0, preset=args.preset,
                               batch_size=args.batch_size, workers=args.workers, device=args.device,
-                              overrides=list(args.overrides), budget="steps", jobs=1, video_batch=None)
+                              overrides=list(args.overrides), budget="steps", jobs=1, video_batch=None,
+                              labelled_video=False, idm_steps=1)
 
 
 def pooled_cells(rows: list[dict]) -> list[dict]:

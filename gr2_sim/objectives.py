@@ -62,6 +62,8 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
                                 + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
                                 + "; drop --preset to keep the init run's sizes")
         base.update(fields)
+        if cfg.stage == "action":
+            note_init_head(cfg.init, base)
     else:
         base = make_config(cfg.preset or "small", **fields).to_dict()
     if base["img_size"] != train.image_size:
@@ -71,6 +73,22 @@ def build_model_config(cfg: TrainConfig, train) -> ModelConfig:
     base["aux_dim"] = cfg.aux_state if cfg.stage == "action" else 0
     base["state_dim"] = state_dim if cfg.stage != "video" else base.get("state_dim", 0)
     return ModelConfig.from_dict(base)
+
+
+HEAD_FIELDS = ("action_from_dit", "keypoints", "keypoint_layout", "action_layers", "action_hidden", "action_pool",
+               "chunk_head", "action_diffusion")  # what decides the action head's design
+
+
+def note_init_head(init: str, config: dict) -> dict:
+    """Print how the action head kept from ``--init`` (with any --set applied) differs from today's small preset,
+    so that an init run of an older design is not mistaken for the default; returns the differences."""
+    small = make_config("small").to_dict()
+    diff = {k: (config[k], small[k]) for k in HEAD_FIELDS if config.get(k) != small[k]}
+    if diff:
+        print(f"--init {init}: its action head is kept, which differs from the small preset's in "
+              + ", ".join(f"{k}={a!r} (small: {b!r})" for k, (a, b) in diff.items())
+              + "; --set FIELD=VALUE changes a head field (its weights then start fresh)", flush=True)
+    return diff
 
 
 def load_init(model: torch.nn.Module, run: str) -> list[str]:

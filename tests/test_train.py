@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import gr2_sim.train as train_mod
 from gr2_sim.checkpoint import load_trainer_state
 from gr2_sim.cli import main
+from gr2_sim.config import make_config
 from gr2_sim.errors import UserError
 from gr2_sim.train import TrainConfig, TrainingDiverged, train
 
@@ -137,6 +138,21 @@ def test_init_with_other_sizes_is_refused(demo_file, tmp_path):
     with pytest.raises(UserError, match="do not match"):
         train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "p2"), init=str(p1),
                           steps=2, **{**TINY, "preset": "small"}))
+
+
+def test_init_names_where_its_action_head_differs_from_the_small_preset(demo_file, tmp_path, capsys):
+    """An init run of another head design (here tiny's) is kept as it is, and phase 3 says so; --set changes it."""
+    from gr2_sim.objectives import note_init_head
+
+    p2 = train(TrainConfig(stage="robot-video", data=str(demo_file), out=str(tmp_path / "p2"), steps=1, **TINY))
+    capsys.readouterr()
+    train(TrainConfig(stage="action", data=str(demo_file), out=str(tmp_path / "p3"), init=str(p2), steps=1,
+                      **{**TINY, "preset": None}))
+    out = capsys.readouterr().out
+    assert "action_hidden=64 (small: 512)" in out and "--set FIELD=VALUE" in out
+    small = make_config("small").to_dict()
+    assert note_init_head("RUN", small) == {}  # the default head: nothing to say
+    assert note_init_head("RUN", {**small, "action_layers": 1}) == {"action_layers": (1, 3)}
 
 
 def test_corrupt_checkpoint_gives_clear_error(demo_file, tmp_path):

@@ -296,7 +296,7 @@ def label_video(args, paths, runs: Path, n: int) -> Path:
         return labelled
     train_if_needed(idm, stage="idm", data=str(paths["demos"]), demos=n, steps=args.idm_steps,
                     batch_size=args.batch_size, device=args.device, overrides={"next_state": True},
-                    progress=args.jobs == 1)
+                    threads=args.threads, progress=args.jobs == 1)
     start = time.perf_counter()
     code = gr2(["label", "--idm", str(idm), "--data", str(paths["robot_video"]), "--out", str(labelled),
                 "--overwrite", "--device", args.device, *(["--no-progress"] if args.jobs != 1 else [])])
@@ -391,35 +391,52 @@ def run(args: argparse.Namespace) -> int:
         init = str(p2)
     args.budget_steps = budget_steps(args, paths["demos"])
     labelled = (LABELLED,) if args.labelled_video else ()
-    for n in sorted(args.demos) if labelled else ():  # the IDMs and their labels first, one demo count at a time
-        label_video(args, paths, runs, n)
     cells = [(init if variant in ("pretrained", LABELLED) else None, variant, n, seed) for n in sorted(args.demos)
              for variant in (*PRETRAIN[args.pretrain], *labelled, *args.baselines) for seed in range(args.seeds)]
+    label_ns = sorted(args.demos) if labelled else []  # an IDM and its labels per demo count, before its cells
     rows: dict[int, dict] = {}
     if args.jobs == 1:
+        for n in label_ns:
+            label_video(args, paths, runs, n)
         for i, cell in enumerate(cells):
             rows[i] = run_cell(args, paths, runs, *cell)
             write_results(out, [rows[k] for k in sorted(rows)], args, len(cells))
-    else:  # each cell in a process of its own; the table grows as cells finish
+    else:  # each IDM and each cell in a process of its own; the table grows as cells finish
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         print(f"{len(cells)} runs, {args.jobs} side by side on {args.threads} thread(s) each (no progress bars while "
               f"they share the cores: a line as each starts and ends; {out / 'results.md'} grows as they finish)",
               flush=True)
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_cell_in_process, args, paths, runs, *cell): i for i, cell in enumerate(cells)}
-            for future in as_completed(futures):
-                rows[futures[future]] = row = future.result()
-                print(f"cell done: {row['variant']} N={row['demos']} seed {row['seed']}: "
-                      f"{row['successes']}/{row['episodes']}", flush=True)
-                write_results(out, [rows[k] for k in sorted(rows)], args, len(cells))
+            def submit(i: int) -> None:
+                pending[pool.submit(_cell_in_process, args, paths, runs, *cells[i])] = ("cell", i)
+
+            pending = {pool.submit(_label_in_process, args, paths, runs, n): ("labels", n) for n in label_ns}
+            for i, cell in enumerate(cells):
+                if cell[1] != LABELLED:  # a labelled cell waits for its demo count's labels
+                    submit(i)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, key = pending.pop(future)
+                    result = future.result()
+                    if kind == "labels":
+                        print(f"labels done: N={key} -> {result}", flush=True)
+                        for i, cell in enumerate(cells):
+                            if cell[1] == LABELLED and cell[2] == key:
+                                submit(i)
+                        continue
+                    rows[key] = result
+                    print(f"cell done: {result['variant']} N={result['demos']} seed {result['seed']}: "
+                          f"{result['successes']}/{result['episodes']}", flush=True)
+                    write_results(out, [rows[k] for k in sorted(rows)], args, len(cells))
     print(f"sweep complete: {out / 'results.md'}")
     return 0
 
 
-def _cell_in_process(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
-    """One cell in a worker process of ``--jobs``: its torch threads set before any work."""
+def _worker_threads(args) -> None:
+    """A worker process of ``--jobs`` takes its torch threads before any work."""
     import os
 
     import torch
@@ -427,6 +444,18 @@ def _cell_in_process(args, paths, runs: Path, init: str | None, variant: str, n:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
+
+
+def _label_in_process(args, paths, runs: Path, n: int) -> Path:
+    """The IDM of ``n`` demos and its labels (``label_video``) in a worker process of ``--jobs``."""
+    _worker_threads(args)
+    print(f"started: the inverse-dynamics model of N={n} ({args.idm_steps} steps), then its labels", flush=True)
+    return label_video(args, paths, runs, n)
+
+
+def _cell_in_process(args, paths, runs: Path, init: str | None, variant: str, n: int, seed: int) -> dict:
+    """One cell in a worker process of ``--jobs``."""
+    _worker_threads(args)
     print(f"started: {variant} N={n} seed {seed} ({args.budget_steps[variant]} steps, then {args.episodes} test "
           f"episodes)", flush=True)
     return run_cell(args, paths, runs, init, variant, n, seed)

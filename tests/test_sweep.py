@@ -76,6 +76,15 @@ def test_sweep_labelled_video_column(tmp_path, capsys):
     stamp = labels.stat().st_mtime_ns
     assert main([*argv, "--labelled-video", "--idm-steps", "2"]) == 0
     assert labels.stat().st_mtime_ns == stamp
+    # side by side (--jobs 2): the IDMs in the pool first, each labelled cell after its demo count's labels
+    two = sweep_args(tmp_path / "two")
+    two[two.index("--demos") + 1:two.index("--pretrain") + 2] = ["2", "4", "--pretrain", "yes"]
+    two[two.index("--jobs") + 1] = "2"
+    assert main([*two, "--labelled-video", "--idm-steps", "2"]) == 0
+    rows = json.loads((tmp_path / "two" / "results.json").read_text())["rows"]
+    assert sorted((r["variant"], r["demos"]) for r in rows) == [
+        ("labelled", 2), ("labelled", 4), ("pretrained", 2), ("pretrained", 4)]
+    assert "labels done: N=4" in capsys.readouterr().out
     no = sweep_args(tmp_path / "no")
     no[no.index("--pretrain") + 1] = "no"
     assert main([*no, "--labelled-video"]) == 2

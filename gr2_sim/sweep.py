@@ -173,8 +173,9 @@ def timing(out: Path, rows: list[dict]) -> dict:
     """Compute seconds of every stage of the sweep so far, each as measured when it ran (resumes included).
 
     ``data`` (collection), ``phase1``/``phase2`` (training wall_s over all sessions), ``labels`` (the IDMs'
-    training and the labelling, with --labelled-video), ``phase3`` (sum over the DiT runs with video), ``baselines`` (sum over the bc and no-video runs), ``eval`` (sum over the runs),
-    ``total`` (the sum: with ``--jobs`` above 1 more than the elapsed time); a stage that has not run, or whose time was not recorded,
+    training and the labelling, with --labelled-video), ``phase3`` (sum over the DiT runs with video),
+    ``baselines`` (sum over the bc and no-video runs), ``eval`` (sum over the runs), ``total`` (the sum: with
+    ``--jobs`` above 1 more than the elapsed time); a stage that has not run, or whose time was not recorded,
     is None and left out of the total. The total is the lesson's cost on an otherwise idle machine only if
     nothing else ran beside it.
     """

@@ -285,14 +285,19 @@ def dit_train_flops(model, video_batch: int, batch_size: int) -> float:
     return (v * flops["train_step"] + batch_size * 3 * flops["actions"]) / batch_size
 
 
+def labels_path(runs: Path, n: int) -> Path:
+    """Where the sweep keeps the robot video labelled by the IDM of ``n`` demos (beside that IDM's run)."""
+    return runs / f"idm_N{n}" / "labelled.hdf5"
+
+
 def label_video(args, paths, runs: Path, n: int) -> Path:
     """The robot video labelled by an inverse-dynamics model trained on ``n`` demos (VPT's recipe): the IDM in
     ``runs/idm_N{n}`` (it reads both frames and both states, ``next_state``), its labels in ``labelled.hdf5``
     there; each made once, so a resumed sweep reuses them."""
     from gr2_sim.cli import main as gr2
 
-    idm = runs / f"idm_N{n}"
-    labelled, done = idm / "labelled.hdf5", idm / "labelled.hdf5.done"
+    labelled = labels_path(runs, n)
+    idm, done = labelled.parent, labelled.with_name(labelled.name + ".done")
     if done.exists():
         return labelled
     train_if_needed(idm, stage="idm", data=str(paths["demos"]), demos=n, steps=args.idm_steps,
@@ -323,7 +328,7 @@ def run_cell(args, paths, runs: Path, init: str | None, variant: str, n: int, se
             if variant == "bc":
                 train_if_needed(run, stage="bc", **common)
             else:
-                extra = [str(runs / f"idm_N{n}" / "labelled.hdf5")] if variant == LABELLED else None
+                extra = [str(labels_path(runs, n))] if variant == LABELLED else None
                 train_if_needed(run, stage="action", preset=None if init else args.preset, init=init,
                                 overrides=None if init else args.model, extra_data=extra,
                                 video_weight=0.0 if variant == "no-video" else 1.0,
